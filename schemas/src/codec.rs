@@ -32,11 +32,20 @@ pub enum CodecError {
     #[error("unknown writer schema fingerprint {fingerprint}: no schema in schemas/avro has it")]
     UnknownFingerprint { fingerprint: String },
     #[error("record {expected} cannot be read from a {found} writer schema")]
-    WrongRecordType { expected: &'static str, found: String },
+    WrongRecordType {
+        expected: &'static str,
+        found: String,
+    },
     #[error("corrupt {record} datum: {reason}")]
-    CorruptDatum { record: &'static str, reason: String },
+    CorruptDatum {
+        record: &'static str,
+        reason: String,
+    },
     #[error("cannot encode {record}: {reason}")]
-    Encode { record: &'static str, reason: String },
+    Encode {
+        record: &'static str,
+        reason: String,
+    },
     #[error("invalid schema {name}: {reason}")]
     InvalidSchema { name: String, reason: String },
 }
@@ -117,7 +126,9 @@ impl Codec {
 
     /// Every registered writer fingerprint with the record name it belongs to.
     pub fn fingerprints(&self) -> impl Iterator<Item = (&Fingerprint, &str)> {
-        self.by_fingerprint.iter().map(|(fp, k)| (fp, k.name.as_str()))
+        self.by_fingerprint
+            .iter()
+            .map(|(fp, k)| (fp, k.name.as_str()))
     }
 
     fn reader<R: Record>(&self) -> (&Known, Fingerprint) {
@@ -154,7 +165,12 @@ impl Codec {
     fn writer<'a, 'b>(&'a self, bytes: &'b [u8]) -> Result<(&'a Known, &'b [u8]), CodecError> {
         if bytes.len() < 2 || bytes[..2] != SINGLE_OBJECT_MARKER {
             return Err(CodecError::BadMarker {
-                found: bytes.iter().take(2).map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(" "),
+                found: bytes
+                    .iter()
+                    .take(2)
+                    .map(|b| format!("{b:02X}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
             });
         }
         if bytes.len() < 10 {
@@ -184,7 +200,8 @@ impl Codec {
             record: R::NAME,
             reason: e.to_string(),
         };
-        let value = from_avro_datum(&writer.schema, &mut datum, Some(&reader.schema)).map_err(corrupt)?;
+        let value =
+            from_avro_datum(&writer.schema, &mut datum, Some(&reader.schema)).map_err(corrupt)?;
         if !datum.is_empty() {
             return Err(CodecError::CorruptDatum {
                 record: R::NAME,

@@ -9,7 +9,10 @@ pub(crate) const SCHEMA_FILES: &[(&str, &str)] = &[
     ("webhook_received.avsc", WebhookReceived::SCHEMA),
     ("validated_job.avsc", ValidatedJob::SCHEMA),
     ("gathered_context.avsc", GatheredContext::SCHEMA),
-    ("synthesized_enhancement.avsc", SynthesizedEnhancement::SCHEMA),
+    (
+        "synthesized_enhancement.avsc",
+        SynthesizedEnhancement::SCHEMA,
+    ),
     ("ticket_updated.avsc", TicketUpdated::SCHEMA),
     ("failure_envelope.avsc", FailureEnvelope::SCHEMA),
 ];
@@ -26,7 +29,11 @@ macro_rules! record {
 record!(WebhookReceived, "WebhookReceived", "webhook_received.avsc");
 record!(ValidatedJob, "ValidatedJob", "validated_job.avsc");
 record!(GatheredContext, "GatheredContext", "gathered_context.avsc");
-record!(SynthesizedEnhancement, "SynthesizedEnhancement", "synthesized_enhancement.avsc");
+record!(
+    SynthesizedEnhancement,
+    "SynthesizedEnhancement",
+    "synthesized_enhancement.avsc"
+);
 record!(TicketUpdated, "TicketUpdated", "ticket_updated.avsc");
 record!(FailureEnvelope, "FailureEnvelope", "failure_envelope.avsc");
 

@@ -102,7 +102,12 @@ fn every_record_type_round_trips() {
         counts: ContextCounts::default(),
         timings,
     };
-    assert_eq!(codec.decode::<GatheredContext>(&codec.encode(&gathered).unwrap()).unwrap(), gathered);
+    assert_eq!(
+        codec
+            .decode::<GatheredContext>(&codec.encode(&gathered).unwrap())
+            .unwrap(),
+        gathered
+    );
 
     let envelope = FailureEnvelope {
         job_id: "j".into(),
@@ -120,7 +125,12 @@ fn every_record_type_round_trips() {
         not_before_ms: 0,
         payload: vec![0xC3, 0x01, 0, 255, 7],
     };
-    assert_eq!(codec.decode::<FailureEnvelope>(&codec.encode(&envelope).unwrap()).unwrap(), envelope);
+    assert_eq!(
+        codec
+            .decode::<FailureEnvelope>(&codec.encode(&envelope).unwrap())
+            .unwrap(),
+        envelope
+    );
 }
 
 #[test]
@@ -128,18 +138,38 @@ fn bad_bytes_give_typed_errors_never_panics() {
     let codec = Codec::builtin();
     let good = codec.encode(&webhook()).unwrap();
 
-    assert!(matches!(codec.decode::<WebhookReceived>(b"{\"json\":1}"), Err(CodecError::BadMarker { .. })));
-    assert!(matches!(codec.decode::<WebhookReceived>(&good[..6]), Err(CodecError::Truncated { len: 6 })));
+    assert!(matches!(
+        codec.decode::<WebhookReceived>(b"{\"json\":1}"),
+        Err(CodecError::BadMarker { .. })
+    ));
+    assert!(matches!(
+        codec.decode::<WebhookReceived>(&good[..6]),
+        Err(CodecError::Truncated { len: 6 })
+    ));
     let mut unknown = good.clone();
     unknown[5] ^= 0xFF;
     let err = codec.decode::<WebhookReceived>(&unknown).unwrap_err();
-    assert!(matches!(err, CodecError::UnknownFingerprint { .. }), "{err}");
-    assert!(err.to_string().contains("unknown writer schema fingerprint"));
-    assert!(matches!(codec.decode::<ValidatedJob>(&good), Err(CodecError::WrongRecordType { .. })));
-    assert!(matches!(codec.decode::<WebhookReceived>(&good[..good.len() - 3]), Err(CodecError::CorruptDatum { .. })));
+    assert!(
+        matches!(err, CodecError::UnknownFingerprint { .. }),
+        "{err}"
+    );
+    assert!(err
+        .to_string()
+        .contains("unknown writer schema fingerprint"));
+    assert!(matches!(
+        codec.decode::<ValidatedJob>(&good),
+        Err(CodecError::WrongRecordType { .. })
+    ));
+    assert!(matches!(
+        codec.decode::<WebhookReceived>(&good[..good.len() - 3]),
+        Err(CodecError::CorruptDatum { .. })
+    ));
     let mut trailing = good.clone();
     trailing.push(0);
-    assert!(matches!(codec.decode::<WebhookReceived>(&trailing), Err(CodecError::CorruptDatum { .. })));
+    assert!(matches!(
+        codec.decode::<WebhookReceived>(&trailing),
+        Err(CodecError::CorruptDatum { .. })
+    ));
 
     // Every truncation and many single-byte corruptions: errors, no panics.
     for len in 0..good.len() {
@@ -170,13 +200,19 @@ fn older_writer_schema_resolves_against_current_reader() {
 
     let mut value = apache_avro::to_value(webhook()).unwrap();
     if let apache_avro::types::Value::Record(fields) = &mut value {
-        fields.push(("source_ip".into(), apache_avro::types::Value::String("10.1.1.1".into())));
+        fields.push((
+            "source_ip".into(),
+            apache_avro::types::Value::String("10.1.1.1".into()),
+        ));
     }
     let datum = apache_avro::to_avro_datum(&v2_schema, value.resolve(&v2_schema).unwrap()).unwrap();
     let mut bytes = SINGLE_OBJECT_MARKER.to_vec();
     bytes.extend_from_slice(&fp);
     bytes.extend_from_slice(&datum);
-    assert_eq!(codec_v2.decode::<WebhookReceived>(&bytes).unwrap(), webhook());
+    assert_eq!(
+        codec_v2.decode::<WebhookReceived>(&bytes).unwrap(),
+        webhook()
+    );
     // The builtin codec does not know that writer schema.
     assert!(matches!(
         Codec::builtin().decode::<WebhookReceived>(&bytes),

@@ -1,0 +1,156 @@
+//! Every metric of ARCHITECTURE §8, defined once so names never drift.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    exponential_buckets, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub webhooks_received: IntCounterVec,
+    pub webhook_request_duration: HistogramVec,
+    pub stage_records: IntCounterVec,
+    pub stage_duration: HistogramVec,
+    pub stage_inflight: IntGaugeVec,
+    pub retries: IntCounterVec,
+    pub dlq_records: IntCounterVec,
+    pub consumer_lag: IntGaugeVec,
+    pub consumer_lag_seconds: GaugeVec,
+    pub external_request_duration: HistogramVec,
+    pub circuit_breaker_state: IntGaugeVec,
+    pub enhancements: IntCounterVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let buckets = exponential_buckets(0.001, 2.5, 14).expect("valid buckets");
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    r.register(Box::new(h.clone()))
+        .expect("metric registered once");
+    h
+}
+
+fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
+    g
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        let consumer_lag_seconds = GaugeVec::new(
+            Opts::new(
+                "ticketflow_consumer_lag_seconds",
+                "Age of the oldest unconsumed record per group and topic",
+            ),
+            &["group", "topic"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(consumer_lag_seconds.clone()))
+            .expect("metric registered once");
+        Metrics {
+            webhooks_received: counter(
+                &r,
+                "ticketflow_webhooks_received_total",
+                "Webhooks received by tenant and outcome",
+                &["tenant", "outcome"],
+            ),
+            webhook_request_duration: histogram(
+                &r,
+                "ticketflow_webhook_request_duration_seconds",
+                "Webhook request handling time, including the broker acknowledgement",
+                &[],
+            ),
+            stage_records: counter(
+                &r,
+                "ticketflow_stage_records_total",
+                "Records handled per stage and outcome",
+                &["stage", "outcome"],
+            ),
+            stage_duration: histogram(
+                &r,
+                "ticketflow_stage_duration_seconds",
+                "Time a stage spent on one record",
+                &["stage"],
+            ),
+            stage_inflight: gauge(
+                &r,
+                "ticketflow_stage_inflight",
+                "Records taken by a stage and not yet finished",
+                &["stage"],
+            ),
+            retries: counter(
+                &r,
+                "ticketflow_retries_total",
+                "Records sent to a retry tier",
+                &["stage", "tier"],
+            ),
+            dlq_records: counter(
+                &r,
+                "ticketflow_dlq_records_total",
+                "Records sent to a dead-letter topic",
+                &["stage"],
+            ),
+            consumer_lag: gauge(
+                &r,
+                "ticketflow_consumer_lag",
+                "Records behind the high watermark per group and partition",
+                &["group", "topic", "partition"],
+            ),
+            consumer_lag_seconds,
+            external_request_duration: histogram(
+                &r,
+                "ticketflow_external_request_duration_seconds",
+                "Calls to external systems",
+                &["system", "outcome"],
+            ),
+            circuit_breaker_state: gauge(
+                &r,
+                "ticketflow_circuit_breaker_state",
+                "0 closed, 1 open, 2 half-open",
+                &["system"],
+            ),
+            enhancements: counter(
+                &r,
+                "ticketflow_enhancements_total",
+                "Finished enhancement jobs by tenant and history status",
+                &["tenant", "status"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus::TextEncoder::new()
+            .encode_utf8(&self.registry.gather(), &mut out)
+            .expect("text encoding of gathered metrics");
+        out
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+/// Records one external call's duration and outcome.
+pub fn observe_external(system: &str, ok: bool, started: std::time::Instant) {
+    metrics()
+        .external_request_duration
+        .with_label_values(&[system, if ok { "ok" } else { "error" }])
+        .observe(started.elapsed().as_secs_f64());
+}

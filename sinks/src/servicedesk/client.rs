@@ -1,0 +1,519 @@
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, RETRY_AFTER};
+use reqwest::StatusCode;
+use schemas::{IpReference, KbArticle, TicketFields};
+use serde_json::{json, Value};
+
+use crate::metrics::observe_external;
+use crate::{parse_retry_after, RetryHint, Secret};
+
+pub const SDP_ACCEPT: &str = "application/vnd.manageengine.sdp.v3+json";
+
+/// How a tenant's SDP authenticates API calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdpAuth {
+    /// On-premises: `authtoken: <technician key>`.
+    AuthToken,
+    /// Cloud: `Authorization: Zoho-oauthtoken <token>`.
+    Zoho,
+}
+
+impl SdpAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SdpAuth::AuthToken => "authtoken",
+            SdpAuth::Zoho => "zoho",
+        }
+    }
+}
+
+impl std::str::FromStr for SdpAuth {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "authtoken" => Ok(SdpAuth::AuthToken),
+            "zoho" => Ok(SdpAuth::Zoho),
+            other => Err(format!(
+                "unknown SDP auth '{other}': expected authtoken or zoho"
+            )),
+        }
+    }
+}
+
+/// Where and how to reach one tenant's ServiceDesk Plus.
+#[derive(Debug, Clone)]
+pub struct SdpTenant {
+    /// What `/api/v3/...` is appended to.
+    pub base_url: String,
+    pub auth: SdpAuth,
+    pub token: Secret,
+}
+
+/// A failed SDP call, classified where it was born.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SdpError {
+    #[error("ServiceDesk Plus rejected the credentials (HTTP {http_status}{}): {message}", sdp_code.map(|c| format!(", status_code {c}")).unwrap_or_default())]
+    Unauthorized {
+        http_status: u16,
+        sdp_code: Option<i64>,
+        message: String,
+    },
+    #[error("ServiceDesk Plus has no {what} (HTTP 404)")]
+    NotFound { what: String },
+    #[error("ServiceDesk Plus rate limit reached (HTTP {http_status}, status_code 4015); retry after {retry_after:?}")]
+    RateLimited {
+        http_status: u16,
+        retry_after: Option<Duration>,
+    },
+    #[error("ServiceDesk Plus server error (HTTP {http_status}): {message}")]
+    Server { http_status: u16, message: String },
+    #[error("ServiceDesk Plus rejected the request (HTTP {http_status}, status_code {sdp_code}): {message}")]
+    Rejected {
+        http_status: u16,
+        sdp_code: i64,
+        message: String,
+    },
+    #[error("ServiceDesk Plus unreachable: {0}")]
+    Transport(String),
+    #[error("ServiceDesk Plus answered with an unreadable body (HTTP {http_status}): {message}")]
+    Malformed { http_status: u16, message: String },
+}
+
+impl SdpError {
+    pub fn retry_hint(&self) -> RetryHint {
+        match self {
+            SdpError::Unauthorized { .. }
+            | SdpError::NotFound { .. }
+            | SdpError::Rejected { .. } => RetryHint::Permanent,
+            SdpError::RateLimited { retry_after, .. } => RetryHint::Retryable {
+                after: *retry_after,
+            },
+            SdpError::Server { .. } | SdpError::Transport(_) | SdpError::Malformed { .. } => {
+                RetryHint::Retryable { after: None }
+            }
+        }
+    }
+
+    /// Whether the failure says SDP itself is unhealthy (counts for the breaker).
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            SdpError::Server { .. } | SdpError::Transport(_) | SdpError::Malformed { .. }
+        )
+    }
+}
+
+/// The parts of an SDP request Ticketflow uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SdpRequest {
+    pub id: String,
+    pub fields: TicketFields,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdpNote {
+    pub id: String,
+    pub description: String,
+}
+
+/// SDP v3 client; cheap to clone, one connection pool.
+#[derive(Clone)]
+pub struct SdpClient {
+    http: reqwest::Client,
+}
+
+impl Default for SdpClient {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(20))
+    }
+}
+
+fn name_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o
+            .get("name")
+            .or_else(|| o.get("display_value"))
+            .and_then(|n| n.as_str())
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+/// The `response_status` of an SDP body: an object on single reads and
+/// writes, an array on list reads.
+fn response_status(body: &Value) -> Option<&Value> {
+    match body.get("response_status")? {
+        Value::Array(a) => a.first(),
+        v => Some(v),
+    }
+}
+
+fn status_message(status: &Value) -> (i64, String) {
+    let mut code = status
+        .get("status_code")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let mut message = status
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("failed")
+        .to_string();
+    if let Some(first) = status
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.first())
+    {
+        if let Some(c) = first.get("status_code").and_then(Value::as_i64) {
+            code = c;
+        }
+        if let Some(m) = first.get("message").and_then(Value::as_str) {
+            message = m.to_string();
+        }
+    }
+    (code, message)
+}
+
+/// Turns an HTTP status and SDP body into success or a classified error.
+fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &str,
+    what: &str,
+) -> Result<Value, SdpError> {
+    let http_status = status.as_u16();
+    let retry_after = headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let (sdp_code, message) = parsed
+        .as_ref()
+        .and_then(response_status)
+        .map(status_message)
+        .unwrap_or((0, body.chars().take(200).collect()));
+
+    if status == StatusCode::TOO_MANY_REQUESTS || sdp_code == 4015 {
+        return Err(SdpError::RateLimited {
+            http_status,
+            retry_after,
+        });
+    }
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN || sdp_code == 4022 {
+        return Err(SdpError::Unauthorized {
+            http_status,
+            sdp_code: (sdp_code != 0).then_some(sdp_code),
+            message,
+        });
+    }
+    if status == StatusCode::NOT_FOUND {
+        return Err(SdpError::NotFound {
+            what: what.to_string(),
+        });
+    }
+    if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+        return Err(SdpError::Server {
+            http_status,
+            message,
+        });
+    }
+    if !status.is_success() {
+        return Err(SdpError::Rejected {
+            http_status,
+            sdp_code,
+            message,
+        });
+    }
+    let Some(parsed) = parsed else {
+        return Err(SdpError::Malformed {
+            http_status,
+            message: "body is not JSON".into(),
+        });
+    };
+    match response_status(&parsed) {
+        Some(s) if s.get("status_code").and_then(Value::as_i64) == Some(2000) => Ok(parsed),
+        Some(_) => Err(SdpError::Rejected {
+            http_status,
+            sdp_code,
+            message,
+        }),
+        None => Err(SdpError::Malformed {
+            http_status,
+            message: "no response_status in body".into(),
+        }),
+    }
+}
+
+impl SdpClient {
+    pub fn new(timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("reqwest client builds");
+        SdpClient { http }
+    }
+
+    fn url(tenant: &SdpTenant, path: &str) -> String {
+        format!("{}/api/v3/{}", tenant.base_url.trim_end_matches('/'), path)
+    }
+
+    fn authed(&self, rb: reqwest::RequestBuilder, tenant: &SdpTenant) -> reqwest::RequestBuilder {
+        let rb = rb.header(ACCEPT, SDP_ACCEPT);
+        match tenant.auth {
+            SdpAuth::AuthToken => rb.header("authtoken", tenant.token.expose()),
+            SdpAuth::Zoho => rb.header(
+                AUTHORIZATION,
+                format!("Zoho-oauthtoken {}", tenant.token.expose()),
+            ),
+        }
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder, what: &str) -> Result<Value, SdpError> {
+        let started = Instant::now();
+        let result = async {
+            let resp = rb
+                .send()
+                .await
+                .map_err(|e| SdpError::Transport(e.without_url().to_string()))?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = resp
+                .text()
+                .await
+                .map_err(|e| SdpError::Transport(e.without_url().to_string()))?;
+            classify(status, &headers, &body, what)
+        }
+        .await;
+        observe_external("servicedesk", result.is_ok(), started);
+        result
+    }
+
+    /// `GET /api/v3/requests/{id}`.
+    pub async fn get_request(&self, tenant: &SdpTenant, id: &str) -> Result<SdpRequest, SdpError> {
+        let rb = self.authed(
+            self.http.get(Self::url(tenant, &format!("requests/{id}"))),
+            tenant,
+        );
+        let body = self.send(rb, &format!("request {id}")).await?;
+        let r = body.get("request").ok_or_else(|| SdpError::Malformed {
+            http_status: 200,
+            message: "no request in body".into(),
+        })?;
+        let s = |k: &str| r.get(k).and_then(name_of).filter(|v| !v.is_empty());
+        let requester = r.get("requester");
+        Ok(SdpRequest {
+            id: r
+                .get("id")
+                .and_then(name_of)
+                .unwrap_or_else(|| id.to_string()),
+            fields: TicketFields {
+                subject: s("subject"),
+                description: s("description"),
+                requester_name: requester.and_then(|q| q.get("name")).and_then(name_of),
+                requester_email: requester
+                    .and_then(|q| q.get("email_id").or_else(|| q.get("email")))
+                    .and_then(name_of),
+                priority: s("priority"),
+                category: s("category"),
+                site: s("site"),
+                created_time: s("created_time"),
+                status: s("status"),
+            },
+        })
+    }
+
+    /// `GET /api/v3/requests/{id}/notes`.
+    pub async fn list_notes(&self, tenant: &SdpTenant, id: &str) -> Result<Vec<SdpNote>, SdpError> {
+        let input = json!({"list_info": {"row_count": 100, "start_index": 1}});
+        let rb = self
+            .authed(
+                self.http
+                    .get(Self::url(tenant, &format!("requests/{id}/notes"))),
+                tenant,
+            )
+            .query(&[("input_data", input.to_string())]);
+        let body = self.send(rb, &format!("request {id}")).await?;
+        Ok(body
+            .get("notes")
+            .and_then(Value::as_array)
+            .map(|notes| {
+                notes
+                    .iter()
+                    .map(|n| SdpNote {
+                        id: n.get("id").and_then(name_of).unwrap_or_default(),
+                        description: n
+                            .get("description")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// `POST /api/v3/requests/{id}/notes`, returns the new note's id.
+    pub async fn add_note(
+        &self,
+        tenant: &SdpTenant,
+        id: &str,
+        description: &str,
+    ) -> Result<String, SdpError> {
+        let input = json!({"request_note": {
+            "description": description,
+            "show_to_requester": false,
+            "mark_first_response": false,
+            "add_to_linkedrequest": false,
+        }});
+        let rb = self
+            .authed(
+                self.http
+                    .post(Self::url(tenant, &format!("requests/{id}/notes"))),
+                tenant,
+            )
+            .form(&[("input_data", input.to_string())]);
+        let body = self.send(rb, &format!("request {id}")).await?;
+        let note = body.get("request_note").or_else(|| body.get("note"));
+        Ok(note
+            .and_then(|n| n.get("id"))
+            .and_then(name_of)
+            .unwrap_or_default())
+    }
+
+    /// Knowledge-base articles (`GET /api/v3/solutions`) whose title contains
+    /// any of `keywords`.
+    pub async fn search_solutions(
+        &self,
+        tenant: &SdpTenant,
+        keywords: &[String],
+        limit: usize,
+    ) -> Result<Vec<KbArticle>, SdpError> {
+        if keywords.is_empty() {
+            return Ok(Vec::new());
+        }
+        let criteria: Vec<Value> = keywords
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let mut c = json!({"field": "title", "condition": "contains", "value": k});
+                if i > 0 {
+                    c["logical_operator"] = json!("or");
+                }
+                c
+            })
+            .collect();
+        let input = json!({"list_info": {"row_count": limit, "search_criteria": criteria}});
+        let rb = self
+            .authed(self.http.get(Self::url(tenant, "solutions")), tenant)
+            .query(&[("input_data", input.to_string())]);
+        let body = self.send(rb, "solutions").await?;
+        Ok(body
+            .get("solutions")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .take(limit)
+                    .map(|s| KbArticle {
+                        id: s.get("id").and_then(name_of).unwrap_or_default(),
+                        title: s.get("title").and_then(name_of).unwrap_or_default(),
+                        url: s.get("url").and_then(name_of),
+                        snippet: s
+                            .get("description")
+                            .and_then(Value::as_str)
+                            .map(|d| d.chars().take(300).collect()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Assets (`GET /api/v3/assets`) with one of `ips` as IP address.
+    pub async fn assets_by_ip(
+        &self,
+        tenant: &SdpTenant,
+        ips: &[String],
+    ) -> Result<Vec<IpReference>, SdpError> {
+        if ips.is_empty() {
+            return Ok(Vec::new());
+        }
+        let input = json!({"list_info": {"row_count": 100, "search_criteria": [
+            {"field": "ip_address", "condition": "is", "values": ips}
+        ]}});
+        let rb = self
+            .authed(self.http.get(Self::url(tenant, "assets")), tenant)
+            .query(&[("input_data", input.to_string())]);
+        let body = self.send(rb, "assets").await?;
+        Ok(body
+            .get("assets")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|a| {
+                        Some(IpReference {
+                            ip: a.get("ip_address").and_then(name_of)?,
+                            asset_name: a.get("name").and_then(name_of).unwrap_or_default(),
+                            asset_type: a.get("product_type").and_then(name_of),
+                            owner: a.get("user").and_then(name_of),
+                            site: a.get("site").and_then(name_of),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h() -> HeaderMap {
+        HeaderMap::new()
+    }
+
+    #[test]
+    fn failures_inside_http_200_are_errors() {
+        let body = r#"{"response_status":{"status_code":4000,"messages":[{"status_code":4022,"type":"failed","message":"Invalid API key"}],"status":"failed"}}"#;
+        let e = classify(StatusCode::OK, &h(), body, "x").unwrap_err();
+        assert!(matches!(e, SdpError::Unauthorized { .. }), "{e}");
+        assert_eq!(e.retry_hint(), RetryHint::Permanent);
+
+        let body = r#"{"response_status":[{"status_code":4000,"messages":[{"status_code":4015,"message":"limit"}],"status":"failed"}]}"#;
+        let e = classify(StatusCode::OK, &h(), body, "x").unwrap_err();
+        assert!(matches!(e, SdpError::RateLimited { .. }));
+        assert!(e.retry_hint().is_retryable());
+    }
+
+    #[test]
+    fn http_statuses_are_classified() {
+        let mut headers = h();
+        headers.insert(RETRY_AFTER, "5".parse().unwrap());
+        let e = classify(StatusCode::TOO_MANY_REQUESTS, &headers, "", "x").unwrap_err();
+        assert_eq!(
+            e.retry_hint(),
+            RetryHint::Retryable {
+                after: Some(Duration::from_secs(5))
+            }
+        );
+        let e = classify(StatusCode::UNAUTHORIZED, &h(), "{}", "x").unwrap_err();
+        assert!(e.to_string().contains("HTTP 401"), "{e}");
+        assert_eq!(e.retry_hint(), RetryHint::Permanent);
+        assert!(classify(StatusCode::BAD_GATEWAY, &h(), "<html>", "x")
+            .unwrap_err()
+            .retry_hint()
+            .is_retryable());
+        assert!(matches!(
+            classify(StatusCode::NOT_FOUND, &h(), "", "request 7").unwrap_err(),
+            SdpError::NotFound { .. }
+        ));
+        assert!(matches!(
+            classify(StatusCode::OK, &h(), "<html>", "x").unwrap_err(),
+            SdpError::Malformed { .. }
+        ));
+        let ok = r#"{"response_status":{"status_code":2000,"status":"success"},"request":{}}"#;
+        assert!(classify(StatusCode::OK, &h(), ok, "x").is_ok());
+    }
+}
