@@ -8,6 +8,7 @@
 //! at once (WAL, busy timeout), so `ticketflow tenants` works while `run` is
 //! up.
 
+mod cache;
 mod embedded;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::servicedesk::{SdpAuth, SdpTenant};
 use crate::{RetryHint, Secret};
 
+pub use cache::TenantCache;
 pub use embedded::EmbeddedStore;
 
 #[derive(Debug, thiserror::Error)]

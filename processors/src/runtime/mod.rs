@@ -1,0 +1,710 @@
+//! The runtime every stage runs on.
+//!
+//! One consumer per stage process, in group `<prefix>.<stage>`, subscribed
+//! to the stage's input topic(s) and its retry tiers. For each record:
+//!
+//! 1. The [`Tracker`] takes it: records with different keys run
+//!    concurrently, records with the same key wait in order.
+//! 2. A retry-tier record that is not due yet is held and its partition
+//!    paused until `not_before` — no task sleeps on it.
+//! 3. The stage runs; its output goes to the next topic, a retryable
+//!    failure to the next retry tier (or the DLQ after the last), a
+//!    permanent failure straight to the DLQ. Producing is retried until the
+//!    broker acknowledges: a record is never finished without its output.
+//! 4. The offset is stored only up to the first unfinished record;
+//!    auto-commit sends what is stored.
+//!
+//! Backpressure: at `max_in_flight` every partition is paused, and resumed
+//! at half. On revoke the revoked partitions drain (bounded) and commit
+//! (Consuming → Draining → Complete); on shutdown all of them do.
+
+pub mod tracker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use schemas::{Codec, FailureEnvelope};
+use sinks::metrics::metrics;
+use sinks::{now_ms, RetryHint};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn, Instrument};
+
+use crate::headers::{FailureHeaders, JobHeaders};
+use tracker::{Taken, Ticket, TopicPartition, Tracker};
+
+/// What a stage got.
+pub struct StageInput<'a> {
+    pub value: &'a [u8],
+    pub key: &'a str,
+    pub headers: &'a JobHeaders,
+    /// 1 on the first try, n on the n-th.
+    pub attempt: i32,
+    pub topic: &'a str,
+}
+
+impl StageInput<'_> {
+    /// The ticket id part of the `tenant:ticket` key.
+    pub fn ticket_id(&self) -> &str {
+        self.key.split_once(':').map(|(_, t)| t).unwrap_or(self.key)
+    }
+}
+
+/// What a stage produced.
+#[derive(Debug)]
+pub enum StageOutput {
+    /// Send this value to the stage's output topic.
+    Forward(Vec<u8>),
+    /// Nothing to send: the job ends here (record stage, skipped events).
+    Done,
+}
+
+/// A failed record, classified where the error was born.
+#[derive(Debug, Clone)]
+pub struct StageFailure {
+    pub error: String,
+    pub hint: RetryHint,
+}
+
+impl StageFailure {
+    pub fn permanent(error: impl Into<String>) -> Self {
+        StageFailure {
+            error: error.into(),
+            hint: RetryHint::Permanent,
+        }
+    }
+    pub fn retryable(error: impl Into<String>, after: Option<Duration>) -> Self {
+        StageFailure {
+            error: error.into(),
+            hint: RetryHint::Retryable { after },
+        }
+    }
+}
+
+#[async_trait]
+pub trait Stage: Send + Sync + 'static {
+    async fn handle(&self, input: StageInput<'_>) -> Result<StageOutput, StageFailure>;
+}
+
+/// How a stage reads one of its input topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// Values are the stage's input records.
+    Primary,
+    /// Values are [`FailureEnvelope`]s due at `not_before`; tier n (1-based).
+    RetryTier(u32),
+}
+
+#[derive(Debug, Clone)]
+pub struct InputTopic {
+    pub topic: String,
+    pub kind: InputKind,
+}
+
+/// Everything the runtime needs to know about one stage, filled in by
+/// `topology`.
+#[derive(Debug, Clone)]
+pub struct StageWiring {
+    pub stage: &'static str,
+    pub group: String,
+    pub inputs: Vec<InputTopic>,
+    pub output: Option<String>,
+    /// Retry tiers in order: topic and delay.
+    pub retry_tiers: Vec<(String, Duration)>,
+    pub dlq: String,
+    /// Most records taken and not finished at once.
+    pub max_in_flight: usize,
+    /// How long revoke and shutdown wait for in-flight records.
+    pub drain_timeout: Duration,
+}
+
+impl StageWiring {
+    fn kind_of(&self, topic: &str) -> InputKind {
+        self.inputs
+            .iter()
+            .find(|i| i.topic == topic)
+            .map(|i| i.kind)
+            .unwrap_or(InputKind::Primary)
+    }
+}
+
+type Shared = Arc<Mutex<Tracker<OwnedMessage>>>;
+
+/// Rebalance handling: on revoke, drain and commit the revoked partitions.
+pub struct StageContext {
+    stage: &'static str,
+    tracker: Shared,
+    drain_timeout: Duration,
+}
+
+impl ClientContext for StageContext {}
+
+fn tpl_of(offsets: &[(TopicPartition, i64)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), off) in offsets {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*off));
+    }
+    tpl
+}
+
+fn tps_of(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+impl ConsumerContext for StageContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let tps = tps_of(tpl);
+        if tps.is_empty() {
+            return;
+        }
+        // Draining: the records already running on these partitions finish
+        // (bounded); queued ones are left to the next owner.
+        let deadline = Instant::now() + self.drain_timeout;
+        loop {
+            let left = self
+                .tracker
+                .lock()
+                .expect("tracker lock")
+                .in_flight_on(&tps);
+            if left == 0 || Instant::now() >= deadline {
+                if left > 0 {
+                    warn!(stage = self.stage, left, "revoke drain timed out; unfinished records will be redone by the next owner");
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let offsets = {
+            let mut t = self.tracker.lock().expect("tracker lock");
+            let offsets = t.committable(&tps);
+            t.revoke(&tps);
+            offsets
+        };
+        if !offsets.is_empty() {
+            let tpl = tpl_of(&offsets);
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                warn!(stage = self.stage, error = %e, "commit on revoke failed");
+            }
+        }
+        info!(
+            stage = self.stage,
+            partitions = tps.len(),
+            "partitions revoked and committed"
+        );
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let tps = tps_of(tpl);
+            info!(
+                stage = self.stage,
+                partitions = tps.len(),
+                "partitions assigned"
+            );
+            self.tracker.lock().expect("tracker lock").assign(tps);
+        }
+    }
+}
+
+type StageConsumer = StreamConsumer<StageContext>;
+
+struct Worker {
+    wiring: Arc<StageWiring>,
+    stage: Arc<dyn Stage>,
+    producer: FutureProducer,
+    consumer: Arc<StageConsumer>,
+    tracker: Shared,
+    done: mpsc::UnboundedSender<()>,
+    shutdown: CancellationToken,
+}
+
+/// A failure record's destination.
+enum Route<'a> {
+    Tier {
+        n: usize,
+        topic: &'a str,
+        not_before_ms: i64,
+    },
+    Dlq,
+}
+
+impl Worker {
+    /// Runs a key's tickets one after another until its queue is empty.
+    async fn run_key(self: Arc<Self>, key: Vec<u8>, mut ticket: Ticket<OwnedMessage>) {
+        loop {
+            self.process(&ticket.job).await;
+            let (committable, next) = self.tracker.lock().expect("tracker lock").finish(
+                &key,
+                &ticket.tp,
+                ticket.offset,
+                ticket.generation,
+            );
+            if let Some(off) = committable {
+                let tpl = tpl_of(&[(ticket.tp.clone(), off)]);
+                if let Err(e) = self.consumer.store_offsets(&tpl) {
+                    debug!(stage = self.wiring.stage, error = %e, "offset not stored (partition revoked)");
+                }
+            }
+            let _ = self.done.send(());
+            match next {
+                Some(n) => ticket = n,
+                None => return,
+            }
+        }
+    }
+
+    async fn process(&self, msg: &OwnedMessage) {
+        let stage = self.wiring.stage;
+        let started = Instant::now();
+        let gauge = metrics().stage_inflight.with_label_values(&[stage]);
+        gauge.inc();
+        let key = msg
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .unwrap_or("")
+            .to_string();
+        let ticket_id = key
+            .split_once(':')
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default();
+        let headers = JobHeaders::from_kafka(msg.headers());
+        let (corr, tenant) = match &headers {
+            Ok(h) => (h.correlation_id.clone(), h.tenant_id.clone()),
+            Err(_) => (String::new(), String::new()),
+        };
+        let span = tracing::info_span!("job", stage, correlation_id = %corr, tenant_id = %tenant, ticket_id = %ticket_id);
+        async {
+            let outcome = self.run_stage(msg, &key, headers).await;
+            let label = match &outcome {
+                Ok(_) => "ok",
+                Err((_, f)) if f.hint.is_retryable() => "retryable_error",
+                Err(_) => "permanent_error",
+            };
+            metrics()
+                .stage_records
+                .with_label_values(&[stage, label])
+                .inc();
+            metrics()
+                .stage_duration
+                .with_label_values(&[stage])
+                .observe(started.elapsed().as_secs_f64());
+            match outcome {
+                Ok(()) => debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "record done"
+                ),
+                Err((ctx, failure)) => self.route_failure(msg, &key, ctx, failure).await,
+            }
+        }
+        .instrument(span)
+        .await;
+        gauge.dec();
+    }
+
+    /// Runs the stage on a record; on failure returns what routing needs.
+    async fn run_stage(
+        &self,
+        msg: &OwnedMessage,
+        key: &str,
+        headers: Result<JobHeaders, crate::headers::MissingHeader>,
+    ) -> Result<(), (FailureContext, StageFailure)> {
+        let topic = msg.topic();
+        let kind = self.wiring.kind_of(topic);
+        let bytes = msg.payload().unwrap_or_default();
+        let mut ctx = FailureContext {
+            headers: headers.as_ref().ok().cloned(),
+            payload: bytes.to_vec(),
+            original_topic: topic.to_string(),
+            original_partition: msg.partition(),
+            original_offset: msg.offset(),
+            attempts_before: 0,
+        };
+        let headers = headers.map_err(|e| {
+            (
+                ctx.clone(),
+                StageFailure::permanent(format!("poison record: {e}")),
+            )
+        })?;
+        let mut attempt = 1;
+        let mut value = bytes;
+        let envelope;
+        if let InputKind::RetryTier(_) = kind {
+            envelope = Codec::builtin()
+                .decode::<FailureEnvelope>(bytes)
+                .map_err(|e| {
+                    (
+                        ctx.clone(),
+                        StageFailure::permanent(format!("poison retry record: {e}")),
+                    )
+                })?;
+            attempt = envelope.attempt + 1;
+            ctx.payload = envelope.payload.clone();
+            ctx.original_topic = envelope.original_topic.clone();
+            ctx.original_partition = envelope.original_partition;
+            ctx.original_offset = envelope.original_offset;
+            ctx.attempts_before = envelope.attempt;
+            value = &envelope.payload;
+        }
+        let input = StageInput {
+            value,
+            key,
+            headers: &headers,
+            attempt,
+            topic,
+        };
+        match self.stage.handle(input).await {
+            Ok(StageOutput::Forward(out)) => {
+                let topic = self
+                    .wiring
+                    .output
+                    .as_deref()
+                    .expect("a stage that forwards has an output topic");
+                self.produce(topic, key, &out, headers.next_hop(1).to_kafka())
+                    .await;
+                Ok(())
+            }
+            Ok(StageOutput::Done) => Ok(()),
+            Err(f) => Err((ctx, f)),
+        }
+    }
+
+    async fn route_failure(
+        &self,
+        msg: &OwnedMessage,
+        key: &str,
+        ctx: FailureContext,
+        failure: StageFailure,
+    ) {
+        let stage = self.wiring.stage;
+        let attempt = ctx.attempts_before + 1;
+        let route = match failure.hint {
+            RetryHint::Retryable { after }
+                if (attempt as usize) <= self.wiring.retry_tiers.len() =>
+            {
+                let (topic, delay) = &self.wiring.retry_tiers[attempt as usize - 1];
+                let delay = after.map_or(*delay, |a| a.max(*delay));
+                Route::Tier {
+                    n: attempt as usize,
+                    topic,
+                    not_before_ms: now_ms() + delay.as_millis() as i64,
+                }
+            }
+            _ => Route::Dlq,
+        };
+        let headers = ctx.headers.clone().unwrap_or_else(|| JobHeaders {
+            correlation_id: crate::headers::get_owned(msg.headers(), "correlation_id")
+                .unwrap_or("unknown")
+                .to_string(),
+            tenant_id: crate::headers::get_owned(msg.headers(), "tenant_id")
+                .unwrap_or("unknown")
+                .to_string(),
+            job_id: crate::headers::get_owned(msg.headers(), "job_id")
+                .unwrap_or("unknown")
+                .to_string(),
+            traceparent: crate::headers::new_traceparent(),
+            attempt,
+        });
+        let (topic, not_before_ms) = match &route {
+            Route::Tier {
+                topic,
+                not_before_ms,
+                ..
+            } => (*topic, *not_before_ms),
+            Route::Dlq => (self.wiring.dlq.as_str(), 0),
+        };
+        let envelope = FailureEnvelope {
+            job_id: headers.job_id.clone(),
+            correlation_id: headers.correlation_id.clone(),
+            tenant_id: headers.tenant_id.clone(),
+            ticket_id: key
+                .split_once(':')
+                .map(|(_, t)| t)
+                .unwrap_or(key)
+                .to_string(),
+            failed_stage: stage.to_string(),
+            error: failure.error.clone(),
+            error_class: failure.hint.label().to_string(),
+            attempt,
+            original_topic: ctx.original_topic.clone(),
+            original_partition: ctx.original_partition,
+            original_offset: ctx.original_offset,
+            failed_at_ms: now_ms(),
+            not_before_ms,
+            payload: ctx.payload,
+        };
+        let value = Codec::builtin()
+            .encode(&envelope)
+            .expect("failure envelopes always encode");
+        let kafka_headers = FailureHeaders {
+            error: &failure.error,
+            error_class: failure.hint.label(),
+            failed_stage: stage,
+            original_topic: &ctx.original_topic,
+            original_partition: ctx.original_partition,
+            original_offset: ctx.original_offset,
+            not_before_ms: matches!(route, Route::Tier { .. }).then_some(not_before_ms),
+        }
+        .append_to(headers.next_hop(attempt).to_kafka());
+        match route {
+            Route::Tier { n, .. } => {
+                warn!(error = %failure.error, attempt, tier = n, "stage failed; record sent to retry tier");
+                metrics()
+                    .retries
+                    .with_label_values(&[stage, &n.to_string()])
+                    .inc();
+            }
+            Route::Dlq => {
+                error!(error = %failure.error, error_class = failure.hint.label(), attempt, "stage failed; record sent to dead-letter topic");
+                metrics().dlq_records.with_label_values(&[stage]).inc();
+            }
+        }
+        self.produce(topic, key, &value, kafka_headers).await;
+    }
+
+    /// Produces until the broker acknowledges; gives up only on shutdown
+    /// after the drain bound (the record is then redone after restart).
+    async fn produce(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        headers: rdkafka::message::OwnedHeaders,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let record = FutureRecord::to(topic)
+                .key(key)
+                .payload(value)
+                .headers(headers.clone());
+            match self
+                .producer
+                .send(
+                    record,
+                    rdkafka::util::Timeout::After(Duration::from_secs(30)),
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err((e, _)) => {
+                    warn!(topic, error = %e, "produce failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.shutdown.cancelled() => {
+                            // Keep trying through the drain window; the runtime stops waiting at its bound.
+                            tokio::time::sleep(backoff).await;
+                        }
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct FailureContext {
+    headers: Option<JobHeaders>,
+    payload: Vec<u8>,
+    original_topic: String,
+    original_partition: i32,
+    original_offset: i64,
+    attempts_before: i32,
+}
+
+/// A retry record held until it is due, its partition paused.
+struct Held {
+    due: Instant,
+    msg: OwnedMessage,
+}
+
+fn not_before_of(msg: &OwnedMessage) -> Option<i64> {
+    crate::headers::get_owned(msg.headers(), "not_before").and_then(|v| v.parse().ok())
+}
+
+/// Runs one stage until `shutdown` is cancelled, then drains and commits.
+pub async fn run_stage(
+    wiring: StageWiring,
+    mut consumer_config: ClientConfig,
+    producer: FutureProducer,
+    stage: Arc<dyn Stage>,
+    shutdown: CancellationToken,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let wiring = Arc::new(wiring);
+    let tracker: Shared = Arc::new(Mutex::new(Tracker::default()));
+    let context = StageContext {
+        stage: wiring.stage,
+        tracker: tracker.clone(),
+        drain_timeout: wiring.drain_timeout,
+    };
+    consumer_config
+        .set("group.id", &wiring.group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("queued.max.messages.kbytes", "16384");
+    let consumer: Arc<StageConsumer> = Arc::new(consumer_config.create_with_context(context)?);
+    let topics: Vec<&str> = wiring.inputs.iter().map(|i| i.topic.as_str()).collect();
+    consumer.subscribe(&topics)?;
+    info!(stage = wiring.stage, group = %wiring.group, topics = ?topics, "stage consuming");
+
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let worker = Arc::new(Worker {
+        wiring: wiring.clone(),
+        stage,
+        producer,
+        consumer: consumer.clone(),
+        tracker: tracker.clone(),
+        done: done_tx,
+        shutdown: shutdown.clone(),
+    });
+    let mut held: HashMap<TopicPartition, Held> = HashMap::new();
+    let mut paused_for_capacity = false;
+    let low_water = (wiring.max_in_flight / 2).max(1);
+
+    let pause = |tps: &[TopicPartition], consumer: &StageConsumer| {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in tps {
+            tpl.add_partition(t, *p);
+        }
+        if let Err(e) = consumer.pause(&tpl) {
+            debug!(error = %e, "pause failed");
+        }
+    };
+    let resume = |tps: &[TopicPartition], consumer: &StageConsumer| {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in tps {
+            tpl.add_partition(t, *p);
+        }
+        if let Err(e) = consumer.resume(&tpl) {
+            debug!(error = %e, "resume failed");
+        }
+    };
+
+    let dispatch = |msg: OwnedMessage| {
+        let tp = (msg.topic().to_string(), msg.partition());
+        let key = msg.key().map(<[u8]>::to_vec).unwrap_or_default();
+        let offset = msg.offset();
+        let taken = tracker
+            .lock()
+            .expect("tracker lock")
+            .take(tp, offset, &key, msg);
+        if let Taken::Start(ticket) = taken {
+            tokio::spawn(worker.clone().run_key(key, ticket));
+        }
+    };
+
+    loop {
+        // Release held retry records that are due.
+        let now = Instant::now();
+        let due: Vec<TopicPartition> = held
+            .iter()
+            .filter(|(_, h)| h.due <= now)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in due {
+            let h = held.remove(&tp).expect("due record is held");
+            if tracker.lock().expect("tracker lock").is_assigned(&tp) {
+                dispatch(h.msg);
+                if !paused_for_capacity {
+                    resume(std::slice::from_ref(&tp), &consumer);
+                }
+            }
+        }
+        held.retain(|tp, _| tracker.lock().expect("tracker lock").is_assigned(tp));
+
+        // Backpressure.
+        let in_flight = tracker.lock().expect("tracker lock").in_flight();
+        if !paused_for_capacity && in_flight >= wiring.max_in_flight {
+            paused_for_capacity = true;
+            let assigned = tracker.lock().expect("tracker lock").assigned();
+            pause(&assigned, &consumer);
+            debug!(
+                stage = wiring.stage,
+                in_flight, "in-flight bound reached; partitions paused"
+            );
+        } else if paused_for_capacity && in_flight <= low_water {
+            paused_for_capacity = false;
+            let assigned: Vec<TopicPartition> = tracker
+                .lock()
+                .expect("tracker lock")
+                .assigned()
+                .into_iter()
+                .filter(|tp| !held.contains_key(tp))
+                .collect();
+            resume(&assigned, &consumer);
+        }
+
+        let next_due = held.values().map(|h| h.due).min();
+        let sleep_until = next_due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = done_rx.recv() => {}
+            _ = tokio::time::sleep_until(sleep_until.into()), if next_due.is_some() => {}
+            msg = consumer.recv() => {
+                let msg = match msg {
+                    Ok(m) => m.detach(),
+                    Err(e) => {
+                        warn!(stage = wiring.stage, error = %e, "consumer error");
+                        continue;
+                    }
+                };
+                let tp = (msg.topic().to_string(), msg.partition());
+                if let InputKind::RetryTier(_) = wiring.kind_of(msg.topic()) {
+                    if let Some(nb) = not_before_of(&msg) {
+                        let wait = nb - now_ms();
+                        if wait > 0 {
+                            // Hold it and pause its partition until due.
+                            pause(std::slice::from_ref(&tp), &consumer);
+                            held.insert(tp, Held { due: Instant::now() + Duration::from_millis(wait as u64), msg });
+                            continue;
+                        }
+                    }
+                }
+                dispatch(msg);
+            }
+        }
+    }
+
+    // Shutdown: stop taking records, finish the running ones, commit.
+    info!(stage = wiring.stage, "stage draining");
+    let assigned = tracker.lock().expect("tracker lock").assigned();
+    pause(&assigned, &consumer);
+    let deadline = Instant::now() + wiring.drain_timeout;
+    loop {
+        let left = tracker.lock().expect("tracker lock").in_flight();
+        if left == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            warn!(
+                stage = wiring.stage,
+                left, "drain timed out; unfinished records will be redone after restart"
+            );
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), done_rx.recv()).await;
+    }
+    let offsets = tracker.lock().expect("tracker lock").committable(&assigned);
+    if !offsets.is_empty() {
+        if let Err(e) = consumer.commit(&tpl_of(&offsets), CommitMode::Sync) {
+            warn!(stage = wiring.stage, error = %e, "final commit failed");
+        }
+    }
+    info!(stage = wiring.stage, "stage stopped");
+    Ok(())
+}

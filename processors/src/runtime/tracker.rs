@@ -1,0 +1,249 @@
+//! Book-keeping of a stage's records between consume and commit: which
+//! offsets are in flight per partition, the first offset that may be
+//! committed, and the per-key queues that keep one ticket's records in order.
+//!
+//! Pure data, no I/O: the runtime and the rebalance callback share it behind
+//! a mutex.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+pub type TopicPartition = (String, i32);
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    generation: u64,
+    /// One past the highest offset taken.
+    next_offset: Option<i64>,
+    in_flight: BTreeSet<i64>,
+}
+
+/// A record handed to a key's worker.
+#[derive(Debug)]
+pub struct Ticket<J> {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub generation: u64,
+    pub job: J,
+}
+
+#[derive(Debug)]
+pub struct Tracker<J> {
+    partitions: HashMap<TopicPartition, PartitionState>,
+    keys: HashMap<Vec<u8>, VecDeque<Ticket<J>>>,
+    in_flight: usize,
+    generation: u64,
+}
+
+/// What [`Tracker::take`] decided.
+#[derive(Debug)]
+pub enum Taken<J> {
+    /// The key was idle: start a worker with this ticket.
+    Start(Ticket<J>),
+    /// The key is busy: the ticket waits behind it.
+    Queued,
+    /// The partition is not assigned (revoked meanwhile): drop the record.
+    NotAssigned,
+}
+
+impl<J> Default for Tracker<J> {
+    fn default() -> Self {
+        Tracker {
+            partitions: HashMap::new(),
+            keys: HashMap::new(),
+            in_flight: 0,
+            generation: 0,
+        }
+    }
+}
+
+impl<J> Tracker<J> {
+    pub fn assign(&mut self, tps: impl IntoIterator<Item = TopicPartition>) {
+        for tp in tps {
+            self.generation += 1;
+            let generation = self.generation;
+            self.partitions.insert(
+                tp,
+                PartitionState {
+                    generation,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
+    /// Forgets partitions; their queued (not started) records are dropped
+    /// and will be redelivered to the partitions' next owner.
+    pub fn revoke(&mut self, tps: &[TopicPartition]) {
+        for tp in tps {
+            if let Some(p) = self.partitions.remove(tp) {
+                self.in_flight -= p.in_flight.len();
+            }
+        }
+        for q in self.keys.values_mut() {
+            q.retain(|t| {
+                self.partitions
+                    .get(&t.tp)
+                    .is_some_and(|p| p.generation == t.generation)
+            });
+        }
+    }
+
+    pub fn is_assigned(&self, tp: &TopicPartition) -> bool {
+        self.partitions.contains_key(tp)
+    }
+
+    pub fn assigned(&self) -> Vec<TopicPartition> {
+        self.partitions.keys().cloned().collect()
+    }
+
+    /// Records taken and not finished, across partitions.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Unfinished records on these partitions.
+    pub fn in_flight_on(&self, tps: &[TopicPartition]) -> usize {
+        tps.iter()
+            .filter_map(|tp| self.partitions.get(tp))
+            .map(|p| p.in_flight.len())
+            .sum()
+    }
+
+    /// Takes a consumed record.
+    pub fn take(&mut self, tp: TopicPartition, offset: i64, key: &[u8], job: J) -> Taken<J> {
+        let Some(p) = self.partitions.get_mut(&tp) else {
+            return Taken::NotAssigned;
+        };
+        p.in_flight.insert(offset);
+        p.next_offset = Some(p.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
+        self.in_flight += 1;
+        let ticket = Ticket {
+            tp,
+            offset,
+            generation: p.generation,
+            job,
+        };
+        match self.keys.get_mut(key) {
+            Some(q) => {
+                q.push_back(ticket);
+                Taken::Queued
+            }
+            None => {
+                self.keys.insert(key.to_vec(), VecDeque::new());
+                Taken::Start(ticket)
+            }
+        }
+    }
+
+    /// Marks a ticket finished. Returns the offset now committable on its
+    /// partition (if it is still ours) and the key's next ticket, if any.
+    pub fn finish(
+        &mut self,
+        key: &[u8],
+        tp: &TopicPartition,
+        offset: i64,
+        generation: u64,
+    ) -> (Option<i64>, Option<Ticket<J>>) {
+        let mut committable = None;
+        if let Some(p) = self
+            .partitions
+            .get_mut(tp)
+            .filter(|p| p.generation == generation)
+        {
+            if p.in_flight.remove(&offset) {
+                self.in_flight -= 1;
+            }
+            committable = p.in_flight.first().copied().or(p.next_offset);
+        }
+        let next = match self.keys.get_mut(key) {
+            Some(q) => q.pop_front(),
+            None => None,
+        };
+        if next.is_none() {
+            self.keys.remove(key);
+        }
+        (committable, next)
+    }
+
+    /// The committable offset of every assigned partition that took records.
+    pub fn committable(&self, tps: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
+        tps.iter()
+            .filter_map(|tp| {
+                let p = self.partitions.get(tp)?;
+                let off = p.in_flight.first().copied().or(p.next_offset)?;
+                Some((tp.clone(), off))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(p: i32) -> TopicPartition {
+        ("t".to_string(), p)
+    }
+
+    #[test]
+    fn commits_only_up_to_first_unfinished_offset() {
+        let mut t = Tracker::<()>::default();
+        t.assign([tp(0)]);
+        let mut tickets = Vec::new();
+        for (off, key) in [(10, b"a"), (11, b"b"), (12, b"c")] {
+            match t.take(tp(0), off, key, ()) {
+                Taken::Start(ticket) => tickets.push((key, ticket)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(t.in_flight(), 3);
+        // 12 finishes first: nothing before 10 is done, commit stays at 10.
+        let (c, _) = t.finish(b"c", &tp(0), 12, tickets[2].1.generation);
+        assert_eq!(c, Some(10));
+        let (c, _) = t.finish(b"a", &tp(0), 10, tickets[0].1.generation);
+        assert_eq!(c, Some(11));
+        let (c, _) = t.finish(b"b", &tp(0), 11, tickets[1].1.generation);
+        assert_eq!(c, Some(13));
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn same_key_waits_in_order_other_keys_do_not() {
+        let mut t = Tracker::<i64>::default();
+        t.assign([tp(0)]);
+        let first = match t.take(tp(0), 0, b"k", 0) {
+            Taken::Start(x) => x,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(t.take(tp(0), 1, b"k", 1), Taken::Queued));
+        assert!(matches!(t.take(tp(0), 2, b"other", 2), Taken::Start(_)));
+        assert!(matches!(t.take(tp(0), 3, b"k", 3), Taken::Queued));
+        let (_, next) = t.finish(b"k", &tp(0), 0, first.generation);
+        let next = next.unwrap();
+        assert_eq!(next.job, 1);
+        let (_, next) = t.finish(b"k", &tp(0), 1, next.generation);
+        assert_eq!(next.unwrap().job, 3);
+    }
+
+    #[test]
+    fn revoke_drops_queued_records_and_stale_finishes() {
+        let mut t = Tracker::<i64>::default();
+        t.assign([tp(0), tp(1)]);
+        let running = match t.take(tp(0), 5, b"k", 5) {
+            Taken::Start(x) => x,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(t.take(tp(0), 6, b"k", 6), Taken::Queued));
+        assert!(matches!(t.take(tp(1), 0, b"j", 0), Taken::Start(_)));
+        t.revoke(&[tp(0)]);
+        assert_eq!(t.in_flight(), 1);
+        assert!(matches!(t.take(tp(0), 7, b"x", 7), Taken::NotAssigned));
+        // The running record of the revoked partition finishes: nothing to commit, no successor.
+        let (c, next) = t.finish(b"k", &tp(0), 5, running.generation);
+        assert_eq!(c, None);
+        assert!(next.is_none());
+        // Reassigned later: a new generation, old tickets cannot touch it.
+        t.assign([tp(0)]);
+        assert_eq!(t.committable(&[tp(0)]), vec![]);
+    }
+}

@@ -1,0 +1,99 @@
+//! The five stages. Each is a plain struct implementing [`Stage`] over
+//! typed records; the runtime handles Kafka.
+
+mod context;
+mod record;
+mod synthesize;
+mod text;
+mod update;
+mod validate;
+
+pub use context::ContextStage;
+pub use record::RecordStage;
+pub use synthesize::SynthesizeStage;
+pub use update::UpdateStage;
+pub use validate::ValidateStage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemas::{Codec, CodecError, Record};
+use sinks::breaker::CircuitBreaker;
+use sinks::llm::LlmClient;
+use sinks::servicedesk::SdpClient;
+use sinks::store::{StoreError, Tenant, TenantCache};
+
+use crate::runtime::StageFailure;
+
+/// Settings the stages read (from ARCHITECTURE §6 variables).
+#[derive(Debug, Clone)]
+pub struct StageSettings {
+    /// Overall budget for gathering context (`CONTEXT_TIMEOUT_MS`).
+    pub context_timeout: Duration,
+    /// Timeout of each context source.
+    pub context_source_timeout: Duration,
+    /// `DISABLE_LLM_SYNTHESIS`.
+    pub disable_llm: bool,
+    /// Longest LLM call before falling back.
+    pub llm_timeout: Duration,
+}
+
+impl Default for StageSettings {
+    fn default() -> Self {
+        StageSettings {
+            context_timeout: Duration::from_secs(30),
+            context_source_timeout: Duration::from_secs(10),
+            disable_llm: false,
+            llm_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the stages share: stores, clients, breakers, settings.
+pub struct Services {
+    pub tenants: TenantCache,
+    pub sdp: SdpClient,
+    pub llm: LlmClient,
+    pub sdp_breaker: CircuitBreaker,
+    pub llm_breaker: CircuitBreaker,
+    pub settings: StageSettings,
+}
+
+pub(crate) fn decode<R: Record>(bytes: &[u8]) -> Result<R, StageFailure> {
+    Codec::builtin()
+        .decode::<R>(bytes)
+        .map_err(|e: CodecError| StageFailure::permanent(format!("poison record: {e}")))
+}
+
+pub(crate) fn encode<R: Record>(record: &R) -> Result<Vec<u8>, StageFailure> {
+    Codec::builtin()
+        .encode(record)
+        .map_err(|e| StageFailure::permanent(e.to_string()))
+}
+
+pub(crate) fn store_failure(e: StoreError) -> StageFailure {
+    StageFailure {
+        error: e.to_string(),
+        hint: e.retry_hint(),
+    }
+}
+
+pub(crate) async fn tenant(
+    services: &Services,
+    tenant_id: &str,
+) -> Result<Arc<Tenant>, StageFailure> {
+    services
+        .tenants
+        .get(tenant_id)
+        .await
+        .map_err(store_failure)?
+        .ok_or_else(|| {
+            StageFailure::permanent(format!(
+                "tenant '{tenant_id}' does not exist (removed after the webhook was accepted?)"
+            ))
+        })
+}
+
+pub(crate) fn elapsed_ms(since: std::time::Instant) -> i64 {
+    since.elapsed().as_millis() as i64
+}

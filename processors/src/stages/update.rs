@@ -1,0 +1,125 @@
+//! update: posts the enhancement as a note on the SDP request, at most once
+//! per job across retries, restarts and rebalances.
+//!
+//! Before posting, the job is marked `pending` in the idempotency store;
+//! after, `posted` with the note id. A redo that finds `posted` does not
+//! post; one that finds `pending` (a crash between post and record) looks
+//! for the job's marker among the ticket's notes before posting again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use schemas::{SynthesizedEnhancement, TicketUpdated};
+use sinks::servicedesk::SdpError;
+use sinks::store::NoteState;
+use tracing::info;
+
+use super::{decode, elapsed_ms, encode, store_failure, tenant, Services};
+use crate::runtime::{Stage, StageFailure, StageInput, StageOutput};
+
+pub struct UpdateStage {
+    services: Arc<Services>,
+}
+
+impl UpdateStage {
+    pub fn new(services: Arc<Services>) -> Self {
+        UpdateStage { services }
+    }
+}
+
+/// The line that ties a note to its job; found again on redo.
+pub fn job_marker(job_id: &str) -> String {
+    format!("Ticketflow job {job_id}")
+}
+
+impl UpdateStage {
+    fn sdp_failure(&self, e: SdpError) -> StageFailure {
+        if e.is_outage() {
+            self.services.sdp_breaker.record_failure();
+        }
+        StageFailure {
+            error: e.to_string(),
+            hint: e.retry_hint(),
+        }
+    }
+
+    /// Posts the note unless the job already did; returns (note id, already posted).
+    async fn post_once(&self, e: &SynthesizedEnhancement) -> Result<(String, bool), StageFailure> {
+        let m = &e.meta;
+        let store = self.services.tenants.store();
+        let tenant = tenant(&self.services, &m.tenant_id).await?;
+        let state = store
+            .note_state(&m.tenant_id, &m.job_id)
+            .await
+            .map_err(store_failure)?;
+        if let Some(NoteState::Posted { note_id }) = state {
+            return Ok((note_id, true));
+        }
+        if let Err(open) = self.services.sdp_breaker.acquire() {
+            return Err(StageFailure::retryable(
+                open.to_string(),
+                Some(open.retry_in.max(Duration::from_secs(1))),
+            ));
+        }
+        let marker = job_marker(&m.job_id);
+        if state == Some(NoteState::Pending) {
+            let notes = self
+                .services
+                .sdp
+                .list_notes(&tenant.sdp, &m.ticket_id)
+                .await
+                .map_err(|e| self.sdp_failure(e))?;
+            if let Some(found) = notes.iter().find(|n| n.description.contains(&marker)) {
+                info!(note_id = %found.id, "note already on the ticket from an earlier attempt");
+                store
+                    .note_posted(&m.tenant_id, &m.job_id, &m.ticket_id, &found.id)
+                    .await
+                    .map_err(store_failure)?;
+                return Ok((found.id.clone(), true));
+            }
+        } else {
+            store
+                .note_pending(&m.tenant_id, &m.job_id, &m.ticket_id)
+                .await
+                .map_err(store_failure)?;
+        }
+        let description = format!("{}<br><br><small>{marker}</small>", e.note_text);
+        let note_id = self
+            .services
+            .sdp
+            .add_note(&tenant.sdp, &m.ticket_id, &description)
+            .await
+            .map_err(|e| self.sdp_failure(e))?;
+        self.services.sdp_breaker.record_success();
+        store
+            .note_posted(&m.tenant_id, &m.job_id, &m.ticket_id, &note_id)
+            .await
+            .map_err(store_failure)?;
+        info!(note_id = %note_id, method = %e.method, "note posted");
+        Ok((note_id, false))
+    }
+}
+
+#[async_trait]
+impl Stage for UpdateStage {
+    async fn handle(&self, input: StageInput<'_>) -> Result<StageOutput, StageFailure> {
+        let started = Instant::now();
+        let e: SynthesizedEnhancement = decode(input.value)?;
+        let (note_id, already_posted) = self.post_once(&e).await?;
+        let mut timings = e.timings;
+        timings.insert("update".to_string(), elapsed_ms(started));
+        Ok(StageOutput::Forward(encode(&TicketUpdated {
+            meta: e.meta,
+            request: e.request,
+            note_text: e.note_text,
+            note_id: Some(note_id).filter(|n| !n.is_empty()),
+            already_posted,
+            method: e.method,
+            fallback_reason: e.fallback_reason,
+            model: e.model,
+            counts: e.counts,
+            timings,
+        })?))
+    }
+}
