@@ -1,1 +1,147 @@
-//! ingest
+//! The HTTP front door (axum): signed SDP webhooks into Kafka, the
+//! feedback and history API for tenants, admin operations (lag, DLQ),
+//! health, metrics and a dashboard page.
+//!
+//! A webhook is answered `202` only after the broker acknowledged its
+//! record (`acks=all`, idempotent producer); when the broker cannot, `503`.
+//! Kafka administration (lag, DLQ) is reached through the [`Operations`]
+//! trait that `topology` implements, so this crate holds no topic layout.
+//!
+//! Layout: [`signature`] (Standard Webhooks), [`webhook`] (the ingest
+//! handler), [`api`] (feedback, history, admin), [`health`], [`error`].
+
+pub mod api;
+pub mod error;
+pub mod health;
+pub mod ratelimit;
+pub mod signature;
+pub mod webhook;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::routing::{get, post};
+use axum::Router;
+use rdkafka::producer::FutureProducer;
+use serde_json::Value;
+use sinks::store::TenantCache;
+use sinks::Secret;
+use tokio_util::sync::CancellationToken;
+
+/// Kafka-side operations the admin API and health checks need.
+#[async_trait]
+pub trait Operations: Send + Sync {
+    /// Consumer lag per group, topic and partition, as JSON.
+    async fn lag(&self) -> Result<Value, String>;
+    /// Records on a stage's dead-letter topic (newest last), as JSON.
+    async fn dlq_list(&self, stage: &str, limit: usize) -> Result<Value, String>;
+    /// Re-sends dead-lettered records to their stage's input; returns a summary.
+    async fn dlq_retry(&self, stage: &str, offsets: Option<Vec<(i32, i64)>>) -> Result<Value, String>;
+    /// Whether the broker answers metadata requests.
+    async fn kafka_ok(&self) -> Result<(), String>;
+    /// State of the external systems as seen by this process (`llm`, `servicedesk`).
+    fn external_checks(&self) -> Vec<(&'static str, bool, String)>;
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// `TICKETFLOW_MAX_BODY_BYTES`.
+    pub max_body_bytes: usize,
+    /// Allowed clock skew of `webhook-timestamp`.
+    pub tolerance: Duration,
+    /// `TICKETFLOW_ADMIN_TOKEN`; admin endpoints answer 401 without it.
+    pub admin_token: Option<Secret>,
+    /// Webhooks per second each tenant may send (burst: twice that).
+    pub tenant_rate_per_sec: f64,
+    /// Longest wait for the broker's acknowledgement before answering 503.
+    pub produce_timeout: Duration,
+    /// Topic webhooks are written to.
+    pub webhooks_topic: String,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings {
+            max_body_bytes: 1024 * 1024,
+            tolerance: Duration::from_secs(300),
+            admin_token: None,
+            tenant_rate_per_sec: 1000.0,
+            produce_timeout: Duration::from_secs(10),
+            webhooks_topic: "ticketflow.webhooks".into(),
+        }
+    }
+}
+
+pub struct IngestState {
+    pub tenants: TenantCache,
+    pub producer: FutureProducer,
+    pub settings: IngestSettings,
+    pub ops: Arc<dyn Operations>,
+    pub limiter: ratelimit::TenantLimiter,
+    /// Set on shutdown: new webhooks get 503 while the stages drain.
+    pub draining: AtomicBool,
+}
+
+impl IngestState {
+    pub fn new(
+        tenants: TenantCache,
+        producer: FutureProducer,
+        settings: IngestSettings,
+        ops: Arc<dyn Operations>,
+    ) -> Arc<Self> {
+        let limiter = ratelimit::TenantLimiter::new(settings.tenant_rate_per_sec);
+        Arc::new(IngestState {
+            tenants,
+            producer,
+            settings,
+            ops,
+            limiter,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+pub fn router(state: Arc<IngestState>) -> Router {
+    Router::new()
+        .route("/webhooks/servicedesk/{tenant_id}", post(webhook::receive))
+        .route("/api/v1/feedback", post(api::add_feedback).get(api::list_feedback))
+        .route("/api/v1/feedback/stats", get(api::feedback_stats))
+        .route("/api/v1/enhancements", get(api::enhancements_by_ticket))
+        .route("/api/v1/enhancements/{job_id}", get(api::enhancement_by_job))
+        .route("/api/v1/lag", get(api::lag))
+        .route("/api/v1/dlq", get(api::dlq_list))
+        .route("/api/v1/dlq/retry", post(api::dlq_retry))
+        .route("/health", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/health/enhancement", get(health::enhancement))
+        .route("/metrics", get(health::metrics_text))
+        .route("/dashboard", get(health::dashboard))
+        .fallback(error::not_found)
+        .with_state(state)
+}
+
+/// Serves until `shutdown` is cancelled. From cancellation on, webhooks get
+/// 503 (the caller keeps the server up while the stages drain).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<IngestState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "ingest listening");
+    let s = state.clone();
+    let graceful = async move {
+        shutdown.cancelled().await;
+        s.draining.store(true, Ordering::Relaxed);
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(graceful)
+        .await
+}

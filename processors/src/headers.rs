@@ -21,10 +21,7 @@ pub struct JobHeaders {
 pub struct MissingHeader(pub &'static str);
 
 /// Reads one header as UTF-8.
-pub fn get<'a>(
-    headers: Option<&'a rdkafka::message::BorrowedHeaders>,
-    name: &str,
-) -> Option<&'a str> {
+pub fn get<'a>(headers: Option<&'a rdkafka::message::BorrowedHeaders>, name: &str) -> Option<&'a str> {
     headers?
         .iter()
         .find(|h| h.key == name)
@@ -54,9 +51,7 @@ impl JobHeaders {
             tenant_id: need("tenant_id")?,
             job_id: need("job_id")?,
             traceparent: need("traceparent")?,
-            attempt: get_owned(headers, "attempt")
-                .and_then(|a| a.parse().ok())
-                .unwrap_or(1),
+            attempt: get_owned(headers, "attempt").and_then(|a| a.parse().ok()).unwrap_or(1),
         })
     }
 
@@ -109,12 +104,7 @@ pub fn new_traceparent() -> String {
 pub fn child_traceparent(parent: &str) -> String {
     let parts: Vec<&str> = parent.split('-').collect();
     if parts.len() == 4 && parts[1].len() == 32 && parts[1].bytes().all(|b| b.is_ascii_hexdigit()) {
-        format!(
-            "00-{}-{:016x}-{}",
-            parts[1],
-            rand::random::<u64>().max(1),
-            parts[3]
-        )
+        format!("00-{}-{:016x}-{}", parts[1], rand::random::<u64>().max(1), parts[3])
     } else {
         new_traceparent()
     }
@@ -188,11 +178,7 @@ mod tests {
         let owned = h.to_kafka();
         assert_eq!(JobHeaders::from_kafka(Some(&owned)).unwrap(), h);
         let next = h.next_hop(1);
-        assert_eq!(
-            next.traceparent[3..35],
-            h.traceparent[3..35],
-            "same trace id"
-        );
+        assert_eq!(next.traceparent[3..35], h.traceparent[3..35], "same trace id");
         assert_ne!(next.traceparent, h.traceparent, "new span id");
         assert!(child_traceparent("garbage").starts_with("00-"));
     }

@@ -18,6 +18,4 @@ pub mod headers;
 pub mod runtime;
 pub mod stages;
 
-pub use runtime::{
-    run_stage, InputKind, InputTopic, Stage, StageFailure, StageInput, StageOutput, StageWiring,
-};
+pub use runtime::{run_stage, InputKind, InputTopic, Stage, StageFailure, StageInput, StageOutput, StageWiring};

@@ -32,20 +32,11 @@ pub enum CodecError {
     #[error("unknown writer schema fingerprint {fingerprint}: no schema in schemas/avro has it")]
     UnknownFingerprint { fingerprint: String },
     #[error("record {expected} cannot be read from a {found} writer schema")]
-    WrongRecordType {
-        expected: &'static str,
-        found: String,
-    },
+    WrongRecordType { expected: &'static str, found: String },
     #[error("corrupt {record} datum: {reason}")]
-    CorruptDatum {
-        record: &'static str,
-        reason: String,
-    },
+    CorruptDatum { record: &'static str, reason: String },
     #[error("cannot encode {record}: {reason}")]
-    Encode {
-        record: &'static str,
-        reason: String,
-    },
+    Encode { record: &'static str, reason: String },
     #[error("invalid schema {name}: {reason}")]
     InvalidSchema { name: String, reason: String },
 }
@@ -126,9 +117,7 @@ impl Codec {
 
     /// Every registered writer fingerprint with the record name it belongs to.
     pub fn fingerprints(&self) -> impl Iterator<Item = (&Fingerprint, &str)> {
-        self.by_fingerprint
-            .iter()
-            .map(|(fp, k)| (fp, k.name.as_str()))
+        self.by_fingerprint.iter().map(|(fp, k)| (fp, k.name.as_str()))
     }
 
     fn reader<R: Record>(&self) -> (&Known, Fingerprint) {
@@ -145,10 +134,7 @@ impl Codec {
             record: R::NAME,
             reason: e.to_string(),
         };
-        let value = to_value(record)
-            .map_err(err)?
-            .resolve(&known.schema)
-            .map_err(err)?;
+        let value = to_value(record).map_err(err)?.resolve(&known.schema).map_err(err)?;
         let datum = to_avro_datum(&known.schema, value).map_err(err)?;
         let mut out = Vec::with_capacity(10 + datum.len());
         out.extend_from_slice(&SINGLE_OBJECT_MARKER);
@@ -181,9 +167,7 @@ impl Codec {
         let known = self
             .by_fingerprint
             .get(&fp)
-            .ok_or_else(|| CodecError::UnknownFingerprint {
-                fingerprint: hex(&fp),
-            })?;
+            .ok_or_else(|| CodecError::UnknownFingerprint { fingerprint: hex(&fp) })?;
         Ok((known, &bytes[10..]))
     }
 
@@ -200,8 +184,7 @@ impl Codec {
             record: R::NAME,
             reason: e.to_string(),
         };
-        let value =
-            from_avro_datum(&writer.schema, &mut datum, Some(&reader.schema)).map_err(corrupt)?;
+        let value = from_avro_datum(&writer.schema, &mut datum, Some(&reader.schema)).map_err(corrupt)?;
         if !datum.is_empty() {
             return Err(CodecError::CorruptDatum {
                 record: R::NAME,

@@ -9,10 +9,7 @@ pub(crate) const SCHEMA_FILES: &[(&str, &str)] = &[
     ("webhook_received.avsc", WebhookReceived::SCHEMA),
     ("validated_job.avsc", ValidatedJob::SCHEMA),
     ("gathered_context.avsc", GatheredContext::SCHEMA),
-    (
-        "synthesized_enhancement.avsc",
-        SynthesizedEnhancement::SCHEMA,
-    ),
+    ("synthesized_enhancement.avsc", SynthesizedEnhancement::SCHEMA),
     ("ticket_updated.avsc", TicketUpdated::SCHEMA),
     ("failure_envelope.avsc", FailureEnvelope::SCHEMA),
 ];

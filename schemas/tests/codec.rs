@@ -149,13 +149,8 @@ fn bad_bytes_give_typed_errors_never_panics() {
     let mut unknown = good.clone();
     unknown[5] ^= 0xFF;
     let err = codec.decode::<WebhookReceived>(&unknown).unwrap_err();
-    assert!(
-        matches!(err, CodecError::UnknownFingerprint { .. }),
-        "{err}"
-    );
-    assert!(err
-        .to_string()
-        .contains("unknown writer schema fingerprint"));
+    assert!(matches!(err, CodecError::UnknownFingerprint { .. }), "{err}");
+    assert!(err.to_string().contains("unknown writer schema fingerprint"));
     assert!(matches!(
         codec.decode::<ValidatedJob>(&good),
         Err(CodecError::WrongRecordType { .. })
@@ -200,19 +195,13 @@ fn older_writer_schema_resolves_against_current_reader() {
 
     let mut value = apache_avro::to_value(webhook()).unwrap();
     if let apache_avro::types::Value::Record(fields) = &mut value {
-        fields.push((
-            "source_ip".into(),
-            apache_avro::types::Value::String("10.1.1.1".into()),
-        ));
+        fields.push(("source_ip".into(), apache_avro::types::Value::String("10.1.1.1".into())));
     }
     let datum = apache_avro::to_avro_datum(&v2_schema, value.resolve(&v2_schema).unwrap()).unwrap();
     let mut bytes = SINGLE_OBJECT_MARKER.to_vec();
     bytes.extend_from_slice(&fp);
     bytes.extend_from_slice(&datum);
-    assert_eq!(
-        codec_v2.decode::<WebhookReceived>(&bytes).unwrap(),
-        webhook()
-    );
+    assert_eq!(codec_v2.decode::<WebhookReceived>(&bytes).unwrap(), webhook());
     // The builtin codec does not know that writer schema.
     assert!(matches!(
         Codec::builtin().decode::<WebhookReceived>(&bytes),

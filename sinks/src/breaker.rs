@@ -40,10 +40,7 @@ pub struct CircuitOpen {
 
 impl CircuitBreaker {
     pub fn new(system: &'static str, threshold: u32, open_for: Duration) -> Self {
-        metrics()
-            .circuit_breaker_state
-            .with_label_values(&[system])
-            .set(0);
+        metrics().circuit_breaker_state.with_label_values(&[system]).set(0);
         CircuitBreaker {
             system,
             threshold: threshold.max(1),
@@ -71,10 +68,7 @@ impl CircuitBreaker {
             BreakerState::Open => 1,
             BreakerState::HalfOpen => 2,
         };
-        metrics()
-            .circuit_breaker_state
-            .with_label_values(&[self.system])
-            .set(v);
+        metrics().circuit_breaker_state.with_label_values(&[self.system]).set(v);
     }
 
     /// Asks to make a call. `Ok` means go ahead and report the outcome.

@@ -32,10 +32,7 @@ async fn sdp_client_reads_requests_and_posts_form_encoded_notes() {
     assert_eq!(req.fields.priority.as_deref(), Some("High"));
     assert_eq!(req.fields.requester_email.as_deref(), Some("ann@acme.test"));
 
-    let kb = client
-        .search_solutions(&acme, &["vpn".into()], 5)
-        .await
-        .unwrap();
+    let kb = client.search_solutions(&acme, &["vpn".into()], 5).await.unwrap();
     assert_eq!(kb.len(), 1);
     let assets = client
         .assets_by_ip(&acme, &["10.0.0.5".into(), "10.9.9.9".into()])
@@ -44,34 +41,20 @@ async fn sdp_client_reads_requests_and_posts_form_encoded_notes() {
     assert_eq!(assets.len(), 1);
     assert_eq!(assets[0].asset_name, "vpn-gw-1");
 
-    let note_id = client
-        .add_note(&acme, "42", "<p>Summary</p>")
-        .await
-        .unwrap();
+    let note_id = client.add_note(&acme, "42", "<p>Summary</p>").await.unwrap();
     let notes = sim.notes();
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0].note_id, note_id);
     assert_eq!(notes[0].request_id, "42");
     assert_eq!(notes[0].auth_kind, "zoho");
-    assert!(notes[0]
-        .content_type
-        .starts_with("application/x-www-form-urlencoded"));
+    assert!(notes[0].content_type.starts_with("application/x-www-form-urlencoded"));
     assert!(!notes[0].show_to_requester);
     assert_eq!(client.list_notes(&acme, "42").await.unwrap().len(), 1);
 
     // Another tenant's credentials do not open this portal.
     let wrong = tenant(&sim, "acme", SdpAuth::AuthToken, "tech-key");
     let e = client.get_request(&wrong, "42").await.unwrap_err();
-    assert!(
-        matches!(
-            e,
-            SdpError::Unauthorized {
-                http_status: 401,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, SdpError::Unauthorized { http_status: 401, .. }), "{e}");
     let e = client.get_request(&acme, "404404").await.unwrap_err();
     assert!(matches!(e, SdpError::NotFound { .. }));
 }
@@ -84,12 +67,7 @@ async fn sdp_faults_are_classified() {
     let client = SdpClient::default();
     let t = tenant(&sim, "p", SdpAuth::AuthToken, "k");
 
-    sim.set_fault(
-        "p",
-        Some(SdpFault::RateLimited {
-            retry_after_secs: 5,
-        }),
-    );
+    sim.set_fault("p", Some(SdpFault::RateLimited { retry_after_secs: 5 }));
     let e = client.add_note(&t, "1", "n").await.unwrap_err();
     assert_eq!(
         e.retry_hint(),
@@ -113,16 +91,7 @@ async fn sdp_faults_are_classified() {
 
     sim.set_fault("p", Some(SdpFault::ErrorInside200));
     let e = client.add_note(&t, "1", "n").await.unwrap_err();
-    assert!(
-        matches!(
-            e,
-            SdpError::Rejected {
-                http_status: 200,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, SdpError::Rejected { http_status: 200, .. }), "{e}");
     assert_eq!(sim.note_count(), 0);
 }
 

@@ -7,9 +7,7 @@ use sinks::servicedesk::SdpAuth;
 use sinks::store::*;
 
 async fn store(dir: &tempfile::TempDir) -> EmbeddedStore {
-    EmbeddedStore::open(&dir.path().join("store.db"))
-        .await
-        .unwrap()
+    EmbeddedStore::open(&dir.path().join("store.db")).await.unwrap()
 }
 
 fn row(tenant: &str, job: &str, ticket: &str, subject: &str, at: i64) -> HistoryRow {
@@ -37,19 +35,9 @@ fn row(tenant: &str, job: &str, ticket: &str, subject: &str, at: i64) -> History
 async fn tenants_crud_and_token_lookup() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir).await;
-    let t = Tenant::new(
-        "acme",
-        "http://sdp",
-        SdpAuth::Zoho,
-        "tok",
-        "whsec_AAAA",
-        "api-token-1",
-    );
+    let t = Tenant::new("acme", "http://sdp", SdpAuth::Zoho, "tok", "whsec_AAAA", "api-token-1");
     s.create_tenant(&t).await.unwrap();
-    assert!(matches!(
-        s.create_tenant(&t).await,
-        Err(StoreError::TenantExists(_))
-    ));
+    assert!(matches!(s.create_tenant(&t).await, Err(StoreError::TenantExists(_))));
     let got = s.get_tenant("acme").await.unwrap().unwrap();
     assert_eq!(got.sdp.auth, SdpAuth::Zoho);
     assert_eq!(got.webhook_secrets.current.expose(), "whsec_AAAA");
@@ -61,25 +49,14 @@ async fn tenants_crud_and_token_lookup() {
             .tenant_id,
         "acme"
     );
-    assert!(s
-        .tenant_by_api_token_hash(&hash_token("nope"))
-        .await
-        .unwrap()
-        .is_none());
+    assert!(s.tenant_by_api_token_hash(&hash_token("nope")).await.unwrap().is_none());
 
     // A second handle (as the CLI opens while `run` is up) sees and changes the same data.
     let other = store(&dir).await;
     let mut t2 = other.get_tenant("acme").await.unwrap().unwrap();
     t2.requests_per_minute = 30;
     other.update_tenant(&t2).await.unwrap();
-    assert_eq!(
-        s.get_tenant("acme")
-            .await
-            .unwrap()
-            .unwrap()
-            .requests_per_minute,
-        30
-    );
+    assert_eq!(s.get_tenant("acme").await.unwrap().unwrap().requests_per_minute, 30);
     assert!(s.remove_tenant("acme").await.unwrap());
     assert!(!s.remove_tenant("acme").await.unwrap());
     assert!(s.get_tenant("acme").await.unwrap().is_none());
@@ -89,12 +66,8 @@ async fn tenants_crud_and_token_lookup() {
 async fn history_and_feedback_never_cross_tenants() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir).await;
-    s.put_history(&row("a", "j1", "100", "VPN down", 1000))
-        .await
-        .unwrap();
-    s.put_history(&row("b", "j2", "100", "VPN down", 2000))
-        .await
-        .unwrap();
+    s.put_history(&row("a", "j1", "100", "VPN down", 1000)).await.unwrap();
+    s.put_history(&row("b", "j2", "100", "VPN down", 2000)).await.unwrap();
     assert_eq!(s.history_by_ticket("a", "100").await.unwrap().len(), 1);
     assert!(
         s.history_by_job("a", "j2").await.unwrap().is_none(),
@@ -118,34 +91,28 @@ async fn history_and_feedback_never_cross_tenants() {
     s.add_feedback(&fb).await.unwrap();
     assert_eq!(s.list_feedback("a", 0, 10_000).await.unwrap(), vec![fb]);
     assert!(s.list_feedback("b", 0, 10_000).await.unwrap().is_empty());
-    assert!(s
-        .list_feedback("a", 6_000, 10_000)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(s.list_feedback("a", 6_000, 10_000).await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn idempotency_claims() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir).await;
+    let proceed = |j: &str, c: &str| WebhookClaim::Proceed {
+        job_id: j.into(),
+        correlation_id: c.into(),
+    };
     assert_eq!(
-        s.claim_webhook("a", "w1", "j1", "c1", 60_000)
-            .await
-            .unwrap(),
-        WebhookClaim::New
+        s.claim_webhook("a", "w1", "j1", "c1", 60_000).await.unwrap(),
+        proceed("j1", "c1")
     );
     assert_eq!(
-        s.claim_webhook("a", "w1", "j2", "c2", 60_000)
-            .await
-            .unwrap(),
+        s.claim_webhook("a", "w1", "j2", "c2", 60_000).await.unwrap(),
         WebhookClaim::InFlight
     );
     s.confirm_webhook("a", "w1").await.unwrap();
     assert_eq!(
-        s.claim_webhook("a", "w1", "j3", "c3", 60_000)
-            .await
-            .unwrap(),
+        s.claim_webhook("a", "w1", "j3", "c3", 60_000).await.unwrap(),
         WebhookClaim::Accepted {
             job_id: "j1".into(),
             correlation_id: "c1".into()
@@ -153,56 +120,43 @@ async fn idempotency_claims() {
     );
     // Same webhook-id under another tenant is a different webhook.
     assert_eq!(
-        s.claim_webhook("b", "w1", "j4", "c4", 60_000)
-            .await
-            .unwrap(),
-        WebhookClaim::New
+        s.claim_webhook("b", "w1", "j4", "c4", 60_000).await.unwrap(),
+        proceed("j4", "c4")
     );
-    // A released claim can be taken again; a stale pending one is taken over.
+    // A released claim (broker did not acknowledge) is retried as the same job;
+    // so is a stale pending one (its writer died).
     s.release_webhook("b", "w1").await.unwrap();
     assert_eq!(
-        s.claim_webhook("b", "w1", "j5", "c5", 60_000)
-            .await
-            .unwrap(),
-        WebhookClaim::New
+        s.claim_webhook("b", "w1", "j5", "c5", 60_000).await.unwrap(),
+        proceed("j4", "c4")
+    );
+    assert_eq!(
+        s.claim_webhook("b", "w1", "j6", "c6", 60_000).await.unwrap(),
+        WebhookClaim::InFlight
     );
     assert_eq!(
         s.claim_webhook("b", "w1", "j6", "c6", -1).await.unwrap(),
-        WebhookClaim::New
+        proceed("j4", "c4")
     );
 
+    assert_eq!(s.claim_event("a", "100", "request_created", "j1").await.unwrap(), None);
     assert_eq!(
-        s.claim_event("a", "100", "request_created", "j1")
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        s.claim_event("a", "100", "request_created", "j1")
-            .await
-            .unwrap(),
+        s.claim_event("a", "100", "request_created", "j1").await.unwrap(),
         None,
         "a redelivered job is not its own duplicate"
     );
     assert_eq!(
-        s.claim_event("a", "100", "request_created", "j9")
-            .await
-            .unwrap(),
+        s.claim_event("a", "100", "request_created", "j9").await.unwrap(),
         Some("j1".into())
     );
 
     assert_eq!(s.note_state("a", "j1").await.unwrap(), None);
     s.note_pending("a", "j1", "100").await.unwrap();
-    assert_eq!(
-        s.note_state("a", "j1").await.unwrap(),
-        Some(NoteState::Pending)
-    );
+    assert_eq!(s.note_state("a", "j1").await.unwrap(), Some(NoteState::Pending));
     s.note_posted("a", "j1", "100", "n7").await.unwrap();
     assert_eq!(
         s.note_state("a", "j1").await.unwrap(),
-        Some(NoteState::Posted {
-            note_id: "n7".into()
-        })
+        Some(NoteState::Posted { note_id: "n7".into() })
     );
     assert_eq!(s.note_state("b", "j1").await.unwrap(), None);
 }

@@ -25,9 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
@@ -175,14 +173,13 @@ impl ConsumerContext for StageContext {
         // (bounded); queued ones are left to the next owner.
         let deadline = Instant::now() + self.drain_timeout;
         loop {
-            let left = self
-                .tracker
-                .lock()
-                .expect("tracker lock")
-                .in_flight_on(&tps);
+            let left = self.tracker.lock().expect("tracker lock").in_flight_on(&tps);
             if left == 0 || Instant::now() >= deadline {
                 if left > 0 {
-                    warn!(stage = self.stage, left, "revoke drain timed out; unfinished records will be redone by the next owner");
+                    warn!(
+                        stage = self.stage,
+                        left, "revoke drain timed out; unfinished records will be redone by the next owner"
+                    );
                 }
                 break;
             }
@@ -210,11 +207,7 @@ impl ConsumerContext for StageContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let tps = tps_of(tpl);
-            info!(
-                stage = self.stage,
-                partitions = tps.len(),
-                "partitions assigned"
-            );
+            info!(stage = self.stage, partitions = tps.len(), "partitions assigned");
             self.tracker.lock().expect("tracker lock").assign(tps);
         }
     }
@@ -247,12 +240,11 @@ impl Worker {
     async fn run_key(self: Arc<Self>, key: Vec<u8>, mut ticket: Ticket<OwnedMessage>) {
         loop {
             self.process(&ticket.job).await;
-            let (committable, next) = self.tracker.lock().expect("tracker lock").finish(
-                &key,
-                &ticket.tp,
-                ticket.offset,
-                ticket.generation,
-            );
+            let (committable, next) =
+                self.tracker
+                    .lock()
+                    .expect("tracker lock")
+                    .finish(&key, &ticket.tp, ticket.offset, ticket.generation);
             if let Some(off) = committable {
                 let tpl = tpl_of(&[(ticket.tp.clone(), off)]);
                 if let Err(e) = self.consumer.store_offsets(&tpl) {
@@ -277,16 +269,14 @@ impl Worker {
             .and_then(|k| std::str::from_utf8(k).ok())
             .unwrap_or("")
             .to_string();
-        let ticket_id = key
-            .split_once(':')
-            .map(|(_, t)| t.to_string())
-            .unwrap_or_default();
+        let ticket_id = key.split_once(':').map(|(_, t)| t.to_string()).unwrap_or_default();
         let headers = JobHeaders::from_kafka(msg.headers());
         let (corr, tenant) = match &headers {
             Ok(h) => (h.correlation_id.clone(), h.tenant_id.clone()),
             Err(_) => (String::new(), String::new()),
         };
-        let span = tracing::info_span!("job", stage, correlation_id = %corr, tenant_id = %tenant, ticket_id = %ticket_id);
+        let span =
+            tracing::info_span!("job", stage, correlation_id = %corr, tenant_id = %tenant, ticket_id = %ticket_id);
         async {
             let outcome = self.run_stage(msg, &key, headers).await;
             let label = match &outcome {
@@ -294,19 +284,13 @@ impl Worker {
                 Err((_, f)) if f.hint.is_retryable() => "retryable_error",
                 Err(_) => "permanent_error",
             };
-            metrics()
-                .stage_records
-                .with_label_values(&[stage, label])
-                .inc();
+            metrics().stage_records.with_label_values(&[stage, label]).inc();
             metrics()
                 .stage_duration
                 .with_label_values(&[stage])
                 .observe(started.elapsed().as_secs_f64());
             match outcome {
-                Ok(()) => debug!(
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "record done"
-                ),
+                Ok(()) => debug!(elapsed_ms = started.elapsed().as_millis() as u64, "record done"),
                 Err((ctx, failure)) => self.route_failure(msg, &key, ctx, failure).await,
             }
         }
@@ -333,24 +317,17 @@ impl Worker {
             original_offset: msg.offset(),
             attempts_before: 0,
         };
-        let headers = headers.map_err(|e| {
-            (
-                ctx.clone(),
-                StageFailure::permanent(format!("poison record: {e}")),
-            )
-        })?;
+        let headers = headers.map_err(|e| (ctx.clone(), StageFailure::permanent(format!("poison record: {e}"))))?;
         let mut attempt = 1;
         let mut value = bytes;
         let envelope;
         if let InputKind::RetryTier(_) = kind {
-            envelope = Codec::builtin()
-                .decode::<FailureEnvelope>(bytes)
-                .map_err(|e| {
-                    (
-                        ctx.clone(),
-                        StageFailure::permanent(format!("poison retry record: {e}")),
-                    )
-                })?;
+            envelope = Codec::builtin().decode::<FailureEnvelope>(bytes).map_err(|e| {
+                (
+                    ctx.clone(),
+                    StageFailure::permanent(format!("poison retry record: {e}")),
+                )
+            })?;
             attempt = envelope.attempt + 1;
             ctx.payload = envelope.payload.clone();
             ctx.original_topic = envelope.original_topic.clone();
@@ -373,8 +350,7 @@ impl Worker {
                     .output
                     .as_deref()
                     .expect("a stage that forwards has an output topic");
-                self.produce(topic, key, &out, headers.next_hop(1).to_kafka())
-                    .await;
+                self.produce(topic, key, &out, headers.next_hop(1).to_kafka()).await;
                 Ok(())
             }
             Ok(StageOutput::Done) => Ok(()),
@@ -382,19 +358,11 @@ impl Worker {
         }
     }
 
-    async fn route_failure(
-        &self,
-        msg: &OwnedMessage,
-        key: &str,
-        ctx: FailureContext,
-        failure: StageFailure,
-    ) {
+    async fn route_failure(&self, msg: &OwnedMessage, key: &str, ctx: FailureContext, failure: StageFailure) {
         let stage = self.wiring.stage;
         let attempt = ctx.attempts_before + 1;
         let route = match failure.hint {
-            RetryHint::Retryable { after }
-                if (attempt as usize) <= self.wiring.retry_tiers.len() =>
-            {
+            RetryHint::Retryable { after } if (attempt as usize) <= self.wiring.retry_tiers.len() => {
                 let (topic, delay) = &self.wiring.retry_tiers[attempt as usize - 1];
                 let delay = after.map_or(*delay, |a| a.max(*delay));
                 Route::Tier {
@@ -420,9 +388,7 @@ impl Worker {
         });
         let (topic, not_before_ms) = match &route {
             Route::Tier {
-                topic,
-                not_before_ms,
-                ..
+                topic, not_before_ms, ..
             } => (*topic, *not_before_ms),
             Route::Dlq => (self.wiring.dlq.as_str(), 0),
         };
@@ -430,11 +396,7 @@ impl Worker {
             job_id: headers.job_id.clone(),
             correlation_id: headers.correlation_id.clone(),
             tenant_id: headers.tenant_id.clone(),
-            ticket_id: key
-                .split_once(':')
-                .map(|(_, t)| t)
-                .unwrap_or(key)
-                .to_string(),
+            ticket_id: key.split_once(':').map(|(_, t)| t).unwrap_or(key).to_string(),
             failed_stage: stage.to_string(),
             error: failure.error.clone(),
             error_class: failure.hint.label().to_string(),
@@ -462,10 +424,7 @@ impl Worker {
         match route {
             Route::Tier { n, .. } => {
                 warn!(error = %failure.error, attempt, tier = n, "stage failed; record sent to retry tier");
-                metrics()
-                    .retries
-                    .with_label_values(&[stage, &n.to_string()])
-                    .inc();
+                metrics().retries.with_label_values(&[stage, &n.to_string()]).inc();
             }
             Route::Dlq => {
                 error!(error = %failure.error, error_class = failure.hint.label(), attempt, "stage failed; record sent to dead-letter topic");
@@ -477,25 +436,13 @@ impl Worker {
 
     /// Produces until the broker acknowledges; gives up only on shutdown
     /// after the drain bound (the record is then redone after restart).
-    async fn produce(
-        &self,
-        topic: &str,
-        key: &str,
-        value: &[u8],
-        headers: rdkafka::message::OwnedHeaders,
-    ) {
+    async fn produce(&self, topic: &str, key: &str, value: &[u8], headers: rdkafka::message::OwnedHeaders) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let record = FutureRecord::to(topic)
-                .key(key)
-                .payload(value)
-                .headers(headers.clone());
+            let record = FutureRecord::to(topic).key(key).payload(value).headers(headers.clone());
             match self
                 .producer
-                .send(
-                    record,
-                    rdkafka::util::Timeout::After(Duration::from_secs(30)),
-                )
+                .send(record, rdkafka::util::Timeout::After(Duration::from_secs(30)))
                 .await
             {
                 Ok(_) => return,
@@ -599,10 +546,7 @@ pub async fn run_stage(
         let tp = (msg.topic().to_string(), msg.partition());
         let key = msg.key().map(<[u8]>::to_vec).unwrap_or_default();
         let offset = msg.offset();
-        let taken = tracker
-            .lock()
-            .expect("tracker lock")
-            .take(tp, offset, &key, msg);
+        let taken = tracker.lock().expect("tracker lock").take(tp, offset, &key, msg);
         if let Taken::Start(ticket) = taken {
             tokio::spawn(worker.clone().run_key(key, ticket));
         }

@@ -80,11 +80,7 @@ impl<J> Tracker<J> {
             }
         }
         for q in self.keys.values_mut() {
-            q.retain(|t| {
-                self.partitions
-                    .get(&t.tp)
-                    .is_some_and(|p| p.generation == t.generation)
-            });
+            q.retain(|t| self.partitions.get(&t.tp).is_some_and(|p| p.generation == t.generation));
         }
     }
 
@@ -145,11 +141,7 @@ impl<J> Tracker<J> {
         generation: u64,
     ) -> (Option<i64>, Option<Ticket<J>>) {
         let mut committable = None;
-        if let Some(p) = self
-            .partitions
-            .get_mut(tp)
-            .filter(|p| p.generation == generation)
-        {
+        if let Some(p) = self.partitions.get_mut(tp).filter(|p| p.generation == generation) {
             if p.in_flight.remove(&offset) {
                 self.in_flight -= 1;
             }

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use schemas::{
-    ContextCounts, GatheredContext, IpReference, KbArticle, SimilarTicket, SourceOutcome,
-    TicketFields, ValidatedJob,
+    ContextCounts, GatheredContext, IpReference, KbArticle, SimilarTicket, SourceOutcome, TicketFields, ValidatedJob,
 };
 use sinks::servicedesk::SdpRequest;
 use sinks::store::{HistoryStatus, Tenant};
@@ -49,10 +48,7 @@ async fn source<T, E: std::fmt::Display>(
     let (value, error) = match tokio::time::timeout(timeout, f).await {
         Ok(Ok(v)) => (Some(v), None),
         Ok(Err(e)) => (None, Some(e.to_string())),
-        Err(_) => (
-            None,
-            Some(format!("timed out after {} ms", timeout.as_millis())),
-        ),
+        Err(_) => (None, Some(format!("timed out after {} ms", timeout.as_millis()))),
     };
     if let Some(e) = &error {
         warn!(source = name, error = %e, "context source failed");
@@ -110,8 +106,7 @@ impl ContextStage {
         let mut scored: Vec<SimilarTicket> = rows
             .into_iter()
             .filter(|r| {
-                r.ticket_id != ticket_id
-                    && matches!(r.status, HistoryStatus::Success | HistoryStatus::Fallback)
+                r.ticket_id != ticket_id && matches!(r.status, HistoryStatus::Success | HistoryStatus::Fallback)
             })
             .filter_map(|r| {
                 let theirs = tokens(&format!(
@@ -184,14 +179,8 @@ impl ContextStage {
             Vec::len,
             s.sdp.search_solutions(&tenant.sdp, &kws, KB_LIMIT),
         );
-        let ip_fut = source(
-            "ip_inventory",
-            t,
-            Vec::len,
-            s.sdp.assets_by_ip(&tenant.sdp, &ips),
-        );
-        let (sdp_late, (similar, o1), (kb, o2), (ip_refs, o3)) =
-            tokio::join!(sdp_fut, similar_fut, kb_fut, ip_fut);
+        let ip_fut = source("ip_inventory", t, Vec::len, s.sdp.assets_by_ip(&tenant.sdp, &ips));
+        let (sdp_late, (similar, o1), (kb, o2), (ip_refs, o3)) = tokio::join!(sdp_fut, similar_fut, kb_fut, ip_fut);
         if let Some((r, o)) = sdp_late {
             sources.push(o);
             if let Some(r) = r {
@@ -260,9 +249,7 @@ impl Stage for ContextStage {
                 }
             }
         };
-        gathered
-            .timings
-            .insert("context".to_string(), elapsed_ms(started));
+        gathered.timings.insert("context".to_string(), elapsed_ms(started));
         Ok(StageOutput::Forward(encode(&gathered)?))
     }
 }

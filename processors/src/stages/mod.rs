@@ -78,10 +78,7 @@ pub(crate) fn store_failure(e: StoreError) -> StageFailure {
     }
 }
 
-pub(crate) async fn tenant(
-    services: &Services,
-    tenant_id: &str,
-) -> Result<Arc<Tenant>, StageFailure> {
+pub(crate) async fn tenant(services: &Services, tenant_id: &str) -> Result<Arc<Tenant>, StageFailure> {
     services
         .tenants
         .get(tenant_id)

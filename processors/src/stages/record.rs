@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use schemas::{
-    Codec, FailureEnvelope, GatheredContext, Record, SynthesizedEnhancement, TicketFields,
-    TicketUpdated, ValidatedJob, WebhookReceived,
+    Codec, FailureEnvelope, GatheredContext, Record, SynthesizedEnhancement, TicketFields, TicketUpdated, ValidatedJob,
+    WebhookReceived,
 };
 use sinks::metrics::metrics;
 use sinks::now_ms;
@@ -47,10 +47,7 @@ fn success_row(u: TicketUpdated) -> HistoryRow {
         error_message: u.fallback_reason,
         failed_stage: None,
         subject: u.request.subject,
-        description: u
-            .request
-            .description
-            .map(|d| d.chars().take(2000).collect()),
+        description: u.request.description.map(|d| d.chars().take(2000).collect()),
         note_text: Some(u.note_text),
         note_id: u.note_id,
         counts: ContextCountsRow::from(&u.counts),
@@ -78,14 +75,8 @@ fn failed_details(payload: &[u8]) -> (Option<TicketFields>, i64) {
     }
     try_as!(WebhookReceived, |r| (None, r.meta.received_at_ms));
     try_as!(ValidatedJob, |r| (Some(r.request), r.meta.received_at_ms));
-    try_as!(GatheredContext, |r| (
-        Some(r.request),
-        r.meta.received_at_ms
-    ));
-    try_as!(SynthesizedEnhancement, |r| (
-        Some(r.request),
-        r.meta.received_at_ms
-    ));
+    try_as!(GatheredContext, |r| (Some(r.request), r.meta.received_at_ms));
+    try_as!(SynthesizedEnhancement, |r| (Some(r.request), r.meta.received_at_ms));
     try_as!(TicketUpdated, |r| (Some(r.request), r.meta.received_at_ms));
     (None, 0)
 }
@@ -111,11 +102,7 @@ fn failed_row(f: FailureEnvelope) -> HistoryRow {
         note_id: None,
         counts: ContextCountsRow::default(),
         timings: HashMap::new(),
-        received_at_ms: if received > 0 {
-            received
-        } else {
-            f.failed_at_ms
-        },
+        received_at_ms: if received > 0 { received } else { f.failed_at_ms },
         completed_at_ms: now_ms(),
     }
 }

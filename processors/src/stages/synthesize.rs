@@ -16,7 +16,8 @@ use super::text::html_escape;
 use super::{decode, elapsed_ms, encode, Services};
 use crate::runtime::{Stage, StageFailure, StageInput, StageOutput};
 
-const SYSTEM_PROMPT: &str = "You are an experienced IT service desk engineer writing an internal note for the technician \
+const SYSTEM_PROMPT: &str =
+    "You are an experienced IT service desk engineer writing an internal note for the technician \
 who will pick up this ticket. Be concise and concrete. Structure the note as: Summary (one or two sentences), \
 Likely cause, Suggested steps (numbered, most likely fix first), and References (similar tickets, KB articles, \
 affected assets by name). Use only the facts given; say so when context is missing. Never address the requester.";
@@ -47,10 +48,7 @@ pub fn build_prompt(c: &GatheredContext) -> String {
     line(&mut p, "Site", &r.site);
     line(&mut p, "Requester", &r.requester_name);
     if let Some(d) = &r.description {
-        p.push_str(&format!(
-            "Description:\n{}\n",
-            d.chars().take(4000).collect::<String>()
-        ));
+        p.push_str(&format!("Description:\n{}\n", d.chars().take(4000).collect::<String>()));
     }
     p.push_str("\nSimilar past tickets:\n");
     if c.similar_tickets.is_empty() {
@@ -93,17 +91,9 @@ pub fn build_prompt(c: &GatheredContext) -> String {
             None => p.push_str(&format!("- IP {ip}: not in the asset inventory\n")),
         }
     }
-    let failed: Vec<&str> = c
-        .sources
-        .iter()
-        .filter(|s| !s.ok)
-        .map(|s| s.source.as_str())
-        .collect();
+    let failed: Vec<&str> = c.sources.iter().filter(|s| !s.ok).map(|s| s.source.as_str()).collect();
     if !failed.is_empty() {
-        p.push_str(&format!(
-            "\nContext sources unavailable: {}\n",
-            failed.join(", ")
-        ));
+        p.push_str(&format!("\nContext sources unavailable: {}\n", failed.join(", ")));
     }
     p
 }
@@ -179,12 +169,8 @@ impl Stage for SynthesizeStage {
         } else if let Err(open) = s.llm_breaker.acquire() {
             Err(open.to_string())
         } else {
-            let messages = [
-                ChatMessage::system(SYSTEM_PROMPT),
-                ChatMessage::user(build_prompt(&c)),
-            ];
-            match tokio::time::timeout(s.settings.llm_timeout, s.llm.complete(&messages, 600)).await
-            {
+            let messages = [ChatMessage::system(SYSTEM_PROMPT), ChatMessage::user(build_prompt(&c))];
+            match tokio::time::timeout(s.settings.llm_timeout, s.llm.complete(&messages, 600)).await {
                 Ok(Ok(done)) => {
                     s.llm_breaker.record_success();
                     Ok((done.text, done.model))

@@ -4,22 +4,17 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 const STOPWORDS: &[&str] = &[
-    "the", "and", "for", "with", "that", "this", "from", "have", "has", "not", "are", "was",
-    "were", "can", "cannot", "could", "would", "should", "our", "your", "their", "its", "into",
-    "when", "since", "after", "before", "about", "please", "help", "issue", "problem", "request",
-    "user", "users", "working", "does", "doesn", "any", "all", "but", "you", "they", "there",
-    "been", "being", "will", "just", "also", "today", "again",
+    "the", "and", "for", "with", "that", "this", "from", "have", "has", "not", "are", "was", "were", "can", "cannot",
+    "could", "would", "should", "our", "your", "their", "its", "into", "when", "since", "after", "before", "about",
+    "please", "help", "issue", "problem", "request", "user", "users", "working", "does", "doesn", "any", "all", "but",
+    "you", "they", "there", "been", "being", "will", "just", "also", "today", "again",
 ];
 
 /// Lower-case word tokens of three or more letters, stopwords removed.
 pub fn tokens(text: &str) -> HashSet<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .map(str::to_lowercase)
-        .filter(|w| {
-            w.len() >= 3
-                && !STOPWORDS.contains(&w.as_str())
-                && !w.chars().all(|c| c.is_ascii_digit())
-        })
+        .filter(|w| w.len() >= 3 && !STOPWORDS.contains(&w.as_str()) && !w.chars().all(|c| c.is_ascii_digit()))
         .collect()
 }
 
@@ -55,9 +50,7 @@ pub fn ip_addresses(text: &str) -> Vec<String> {
 
 /// Escapes text for an SDP note (notes are HTML).
 pub fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -66,7 +59,9 @@ mod tests {
 
     #[test]
     fn finds_ips_in_prose() {
-        let ips = ip_addresses("Users on 10.1.2.3, and 192.168.0.10. cannot reach fe80::1; 10.1.2.3 again; version 1.2 and 300.1.1.1");
+        let ips = ip_addresses(
+            "Users on 10.1.2.3, and 192.168.0.10. cannot reach fe80::1; 10.1.2.3 again; version 1.2 and 300.1.1.1",
+        );
         assert_eq!(ips, vec!["10.1.2.3", "192.168.0.10", "fe80::1"]);
     }
 

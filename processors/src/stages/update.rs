@@ -49,10 +49,7 @@ impl UpdateStage {
         let m = &e.meta;
         let store = self.services.tenants.store();
         let tenant = tenant(&self.services, &m.tenant_id).await?;
-        let state = store
-            .note_state(&m.tenant_id, &m.job_id)
-            .await
-            .map_err(store_failure)?;
+        let state = store.note_state(&m.tenant_id, &m.job_id).await.map_err(store_failure)?;
         if let Some(NoteState::Posted { note_id }) = state {
             return Ok((note_id, true));
         }

@@ -48,16 +48,13 @@ fn text_field(request: &Value, name: &str) -> Result<Option<String>, String> {
             None | Some(Value::Null) => Ok(None),
             Some(_) => Err(format!("request.{name}.name must be a string")),
         },
-        Some(_) => Err(format!(
-            "request.{name} must be a string or an object with a name"
-        )),
+        Some(_) => Err(format!("request.{name} must be a string or an object with a name")),
     }
 }
 
 /// Checks the webhook body deeply; returns the ticket fields.
 pub fn validate_payload(payload: &str) -> Result<TicketFields, String> {
-    let body: Value =
-        serde_json::from_str(payload).map_err(|e| format!("payload is not JSON: {e}"))?;
+    let body: Value = serde_json::from_str(payload).map_err(|e| format!("payload is not JSON: {e}"))?;
     let request = body
         .get("request")
         .filter(|r| r.is_object())
@@ -92,29 +89,15 @@ pub fn validate_payload(payload: &str) -> Result<TicketFields, String> {
         created_time: text_field(request, "created_time")?,
         status: text_field(request, "status")?,
     };
-    if fields
-        .subject
-        .as_ref()
-        .is_some_and(|s| s.len() > MAX_SUBJECT)
-    {
-        return Err(format!(
-            "request.subject is longer than {MAX_SUBJECT} bytes"
-        ));
+    if fields.subject.as_ref().is_some_and(|s| s.len() > MAX_SUBJECT) {
+        return Err(format!("request.subject is longer than {MAX_SUBJECT} bytes"));
     }
-    if fields
-        .description
-        .as_ref()
-        .is_some_and(|s| s.len() > MAX_DESCRIPTION)
-    {
-        return Err(format!(
-            "request.description is longer than {MAX_DESCRIPTION} bytes"
-        ));
+    if fields.description.as_ref().is_some_and(|s| s.len() > MAX_DESCRIPTION) {
+        return Err(format!("request.description is longer than {MAX_DESCRIPTION} bytes"));
     }
     if let Some(email) = &fields.requester_email {
         if !email.contains('@') {
-            return Err(format!(
-                "request.requester.email '{email}' is not an email address"
-            ));
+            return Err(format!("request.requester.email '{email}' is not an email address"));
         }
     }
     Ok(fields)
@@ -163,9 +146,7 @@ impl Stage for ValidateStage {
             .as_deref()
             .filter(|s| CLOSED_STATUSES.contains(&s.to_lowercase().as_str()))
         {
-            Some(format!(
-                "ticket is {status}; closed tickets are not enhanced"
-            ))
+            Some(format!("ticket is {status}; closed tickets are not enhanced"))
         } else if meta.event == "request_created" {
             let store = self.services.tenants.store();
             store
@@ -198,10 +179,7 @@ impl Stage for ValidateStage {
         }
         let mut timings = HashMap::new();
         timings.insert("validate".to_string(), elapsed_ms(started));
-        timings.insert(
-            "queue_to_validate".to_string(),
-            (now_ms() - meta.received_at_ms).max(0),
-        );
+        timings.insert("queue_to_validate".to_string(), (now_ms() - meta.received_at_ms).max(0));
         Ok(StageOutput::Forward(encode(&ValidatedJob {
             meta,
             request: fields,
@@ -225,11 +203,9 @@ mod tests {
                 .unwrap_err()
                 .contains("request.priority")
         );
-        assert!(
-            validate_payload(r#"{"request": {"id": "1", "requester": "bob"}}"#)
-                .unwrap_err()
-                .contains("requester")
-        );
+        assert!(validate_payload(r#"{"request": {"id": "1", "requester": "bob"}}"#)
+            .unwrap_err()
+            .contains("requester"));
         assert!(
             validate_payload(r#"{"request": {"id": "1", "requester": {"email": "nope"}}}"#)
                 .unwrap_err()

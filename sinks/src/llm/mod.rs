@@ -63,22 +63,16 @@ impl LlmError {
     pub fn retry_hint(&self) -> RetryHint {
         match self {
             LlmError::Status {
-                status,
-                retry_after,
-                ..
+                status, retry_after, ..
             } => match status {
-                408 | 429 | 500 | 502 | 503 | 504 => RetryHint::Retryable {
-                    after: *retry_after,
-                },
+                408 | 429 | 500 | 502 | 503 | 504 => RetryHint::Retryable { after: *retry_after },
                 _ => RetryHint::Permanent,
             },
             LlmError::InBody { code, .. } => match code {
                 408 | 429 | 500 | 502 | 503 | 504 => RetryHint::Retryable { after: None },
                 _ => RetryHint::Permanent,
             },
-            LlmError::Transport(_) | LlmError::Malformed(_) | LlmError::Empty => {
-                RetryHint::Retryable { after: None }
-            }
+            LlmError::Transport(_) | LlmError::Malformed(_) | LlmError::Empty => RetryHint::Retryable { after: None },
         }
     }
 }
@@ -104,10 +98,7 @@ fn error_of(v: &Value) -> Option<(i64, String)> {
     let e = v.get("error").filter(|e| !e.is_null())?;
     let code = e
         .get("code")
-        .and_then(|c| {
-            c.as_i64()
-                .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
-        })
+        .and_then(|c| c.as_i64().or_else(|| c.as_str().and_then(|s| s.parse().ok())))
         .unwrap_or(0);
     let message = e
         .get("message")
@@ -137,22 +128,14 @@ impl LlmClient {
         }
     }
 
-    pub async fn complete(
-        &self,
-        messages: &[ChatMessage],
-        max_tokens: u32,
-    ) -> Result<Completion, LlmError> {
+    pub async fn complete(&self, messages: &[ChatMessage], max_tokens: u32) -> Result<Completion, LlmError> {
         let started = Instant::now();
         let result = self.call(messages, max_tokens).await;
         observe_external("llm", result.is_ok(), started);
         result
     }
 
-    async fn call(
-        &self,
-        messages: &[ChatMessage],
-        max_tokens: u32,
-    ) -> Result<Completion, LlmError> {
+    async fn call(&self, messages: &[ChatMessage], max_tokens: u32) -> Result<Completion, LlmError> {
         let url = format!("{}/chat/completions", self.base_url.trim_end_matches('/'));
         let mut rb = self.http.post(url).json(&serde_json::json!({
             "model": self.model,

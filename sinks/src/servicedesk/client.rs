@@ -34,9 +34,7 @@ impl std::str::FromStr for SdpAuth {
         match s {
             "authtoken" => Ok(SdpAuth::AuthToken),
             "zoho" => Ok(SdpAuth::Zoho),
-            other => Err(format!(
-                "unknown SDP auth '{other}': expected authtoken or zoho"
-            )),
+            other => Err(format!("unknown SDP auth '{other}': expected authtoken or zoho")),
         }
     }
 }
@@ -83,12 +81,10 @@ pub enum SdpError {
 impl SdpError {
     pub fn retry_hint(&self) -> RetryHint {
         match self {
-            SdpError::Unauthorized { .. }
-            | SdpError::NotFound { .. }
-            | SdpError::Rejected { .. } => RetryHint::Permanent,
-            SdpError::RateLimited { retry_after, .. } => RetryHint::Retryable {
-                after: *retry_after,
-            },
+            SdpError::Unauthorized { .. } | SdpError::NotFound { .. } | SdpError::Rejected { .. } => {
+                RetryHint::Permanent
+            }
+            SdpError::RateLimited { retry_after, .. } => RetryHint::Retryable { after: *retry_after },
             SdpError::Server { .. } | SdpError::Transport(_) | SdpError::Malformed { .. } => {
                 RetryHint::Retryable { after: None }
             }
@@ -151,20 +147,13 @@ fn response_status(body: &Value) -> Option<&Value> {
 }
 
 fn status_message(status: &Value) -> (i64, String) {
-    let mut code = status
-        .get("status_code")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
+    let mut code = status.get("status_code").and_then(Value::as_i64).unwrap_or(0);
     let mut message = status
         .get("status")
         .and_then(Value::as_str)
         .unwrap_or("failed")
         .to_string();
-    if let Some(first) = status
-        .get("messages")
-        .and_then(Value::as_array)
-        .and_then(|m| m.first())
-    {
+    if let Some(first) = status.get("messages").and_then(Value::as_array).and_then(|m| m.first()) {
         if let Some(c) = first.get("status_code").and_then(Value::as_i64) {
             code = c;
         }
@@ -176,12 +165,7 @@ fn status_message(status: &Value) -> (i64, String) {
 }
 
 /// Turns an HTTP status and SDP body into success or a classified error.
-fn classify(
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: &str,
-    what: &str,
-) -> Result<Value, SdpError> {
+fn classify(status: StatusCode, headers: &HeaderMap, body: &str, what: &str) -> Result<Value, SdpError> {
     let http_status = status.as_u16();
     let retry_after = headers
         .get(RETRY_AFTER)
@@ -208,15 +192,10 @@ fn classify(
         });
     }
     if status == StatusCode::NOT_FOUND {
-        return Err(SdpError::NotFound {
-            what: what.to_string(),
-        });
+        return Err(SdpError::NotFound { what: what.to_string() });
     }
     if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
-        return Err(SdpError::Server {
-            http_status,
-            message,
-        });
+        return Err(SdpError::Server { http_status, message });
     }
     if !status.is_success() {
         return Err(SdpError::Rejected {
@@ -264,10 +243,7 @@ impl SdpClient {
         let rb = rb.header(ACCEPT, SDP_ACCEPT);
         match tenant.auth {
             SdpAuth::AuthToken => rb.header("authtoken", tenant.token.expose()),
-            SdpAuth::Zoho => rb.header(
-                AUTHORIZATION,
-                format!("Zoho-oauthtoken {}", tenant.token.expose()),
-            ),
+            SdpAuth::Zoho => rb.header(AUTHORIZATION, format!("Zoho-oauthtoken {}", tenant.token.expose())),
         }
     }
 
@@ -293,10 +269,7 @@ impl SdpClient {
 
     /// `GET /api/v3/requests/{id}`.
     pub async fn get_request(&self, tenant: &SdpTenant, id: &str) -> Result<SdpRequest, SdpError> {
-        let rb = self.authed(
-            self.http.get(Self::url(tenant, &format!("requests/{id}"))),
-            tenant,
-        );
+        let rb = self.authed(self.http.get(Self::url(tenant, &format!("requests/{id}"))), tenant);
         let body = self.send(rb, &format!("request {id}")).await?;
         let r = body.get("request").ok_or_else(|| SdpError::Malformed {
             http_status: 200,
@@ -305,10 +278,7 @@ impl SdpClient {
         let s = |k: &str| r.get(k).and_then(name_of).filter(|v| !v.is_empty());
         let requester = r.get("requester");
         Ok(SdpRequest {
-            id: r
-                .get("id")
-                .and_then(name_of)
-                .unwrap_or_else(|| id.to_string()),
+            id: r.get("id").and_then(name_of).unwrap_or_else(|| id.to_string()),
             fields: TicketFields {
                 subject: s("subject"),
                 description: s("description"),
@@ -330,8 +300,7 @@ impl SdpClient {
         let input = json!({"list_info": {"row_count": 100, "start_index": 1}});
         let rb = self
             .authed(
-                self.http
-                    .get(Self::url(tenant, &format!("requests/{id}/notes"))),
+                self.http.get(Self::url(tenant, &format!("requests/{id}/notes"))),
                 tenant,
             )
             .query(&[("input_data", input.to_string())]);
@@ -356,12 +325,7 @@ impl SdpClient {
     }
 
     /// `POST /api/v3/requests/{id}/notes`, returns the new note's id.
-    pub async fn add_note(
-        &self,
-        tenant: &SdpTenant,
-        id: &str,
-        description: &str,
-    ) -> Result<String, SdpError> {
+    pub async fn add_note(&self, tenant: &SdpTenant, id: &str, description: &str) -> Result<String, SdpError> {
         let input = json!({"request_note": {
             "description": description,
             "show_to_requester": false,
@@ -370,17 +334,13 @@ impl SdpClient {
         }});
         let rb = self
             .authed(
-                self.http
-                    .post(Self::url(tenant, &format!("requests/{id}/notes"))),
+                self.http.post(Self::url(tenant, &format!("requests/{id}/notes"))),
                 tenant,
             )
             .form(&[("input_data", input.to_string())]);
         let body = self.send(rb, &format!("request {id}")).await?;
         let note = body.get("request_note").or_else(|| body.get("note"));
-        Ok(note
-            .and_then(|n| n.get("id"))
-            .and_then(name_of)
-            .unwrap_or_default())
+        Ok(note.and_then(|n| n.get("id")).and_then(name_of).unwrap_or_default())
     }
 
     /// Knowledge-base articles (`GET /api/v3/solutions`) whose title contains
@@ -431,11 +391,7 @@ impl SdpClient {
     }
 
     /// Assets (`GET /api/v3/assets`) with one of `ips` as IP address.
-    pub async fn assets_by_ip(
-        &self,
-        tenant: &SdpTenant,
-        ips: &[String],
-    ) -> Result<Vec<IpReference>, SdpError> {
+    pub async fn assets_by_ip(&self, tenant: &SdpTenant, ips: &[String]) -> Result<Vec<IpReference>, SdpError> {
         if ips.is_empty() {
             return Ok(Vec::new());
         }

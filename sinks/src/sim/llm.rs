@@ -22,10 +22,7 @@ use super::Latency;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LlmFault {
     /// Answers this HTTP status with an OpenAI-style error body.
-    Status {
-        status: u16,
-        retry_after_secs: Option<u64>,
-    },
+    Status { status: u16, retry_after_secs: Option<u64> },
     /// HTTP 200 whose body carries `error` (OpenRouter does this).
     ErrorInside200,
     /// Never answers within `for_`.
@@ -67,11 +64,7 @@ impl LlmSimulator {
             .route("/v1/chat/completions", post(complete))
             .with_state(inner.clone());
         let (addr, handle) = super::serve(addr, router).await?;
-        Ok(LlmSimulator {
-            addr,
-            inner,
-            handle,
-        })
+        Ok(LlmSimulator { addr, inner, handle })
     }
 
     /// What `LLM_BASE_URL` should be set to.
@@ -93,11 +86,7 @@ impl LlmSimulator {
     }
 
     pub fn last_prompt(&self) -> Option<String> {
-        self.inner
-            .lock()
-            .expect("simulator lock")
-            .last_prompt
-            .clone()
+        self.inner.lock().expect("simulator lock").last_prompt.clone()
     }
 
     /// The `Authorization` header of the last request.
@@ -123,14 +112,8 @@ fn answer_for(prompt: &str) -> String {
         .lines()
         .filter(|l| l.trim_start().starts_with("- Ticket "))
         .count();
-    let kb = prompt
-        .lines()
-        .filter(|l| l.trim_start().starts_with("- KB "))
-        .count();
-    let assets = prompt
-        .lines()
-        .filter(|l| l.trim_start().starts_with("- IP "))
-        .count();
+    let kb = prompt.lines().filter(|l| l.trim_start().starts_with("- KB ")).count();
+    let assets = prompt.lines().filter(|l| l.trim_start().starts_with("- IP ")).count();
     format!(
         "Summary: The requester reports \"{subject}\".\n\
          Likely cause: consistent with {similar} similar past ticket(s) and {assets} affected asset(s) in inventory.\n\
@@ -139,11 +122,7 @@ fn answer_for(prompt: &str) -> String {
     )
 }
 
-async fn complete(
-    State(inner): State<Shared>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
+async fn complete(State(inner): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
     let (fault, latency) = {
         let mut i = inner.lock().expect("simulator lock");
         i.requests += 1;
@@ -176,17 +155,14 @@ async fn complete(
             retry_after_secs,
         }) => {
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-            let mut r =
-                (code, Json(error_body(status, "simulated upstream failure"))).into_response();
+            let mut r = (code, Json(error_body(status, "simulated upstream failure"))).into_response();
             if let Some(s) = retry_after_secs {
                 r.headers_mut()
                     .insert("retry-after", s.to_string().parse().expect("digits"));
             }
             return r;
         }
-        Some(LlmFault::ErrorInside200) => {
-            return Json(error_body(502, "provider returned error")).into_response()
-        }
+        Some(LlmFault::ErrorInside200) => return Json(error_body(502, "provider returned error")).into_response(),
         Some(LlmFault::Hang { for_ }) => tokio::time::sleep(for_).await,
         None => {}
     }
@@ -195,11 +171,7 @@ async fn complete(
         .and_then(Value::as_array)
         .is_none_or(|m| m.is_empty())
     {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(error_body(400, "messages is required")),
-        )
-            .into_response();
+        return (StatusCode::BAD_REQUEST, Json(error_body(400, "messages is required"))).into_response();
     }
     let prompt = inner
         .lock()

@@ -17,10 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 /// Binds `addr` and serves `router` until the returned handle is aborted.
-pub(crate) async fn serve(
-    addr: SocketAddr,
-    router: axum::Router,
-) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
+pub(crate) async fn serve(addr: SocketAddr, router: axum::Router) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let handle = tokio::spawn(async move {
@@ -47,11 +44,7 @@ impl Latency {
             return;
         }
         let span = self.max.saturating_sub(self.min).as_micros() as u64;
-        let extra = if span == 0 {
-            0
-        } else {
-            rand::random::<u64>() % span
-        };
+        let extra = if span == 0 { 0 } else { rand::random::<u64>() % span };
         tokio::time::sleep(self.min + Duration::from_micros(extra)).await;
     }
 }

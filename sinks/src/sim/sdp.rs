@@ -111,11 +111,7 @@ impl SdpSimulator {
             .route("/app/{portal}/api/v3/assets", get(list_assets))
             .with_state(inner.clone());
         let (addr, handle) = super::serve(addr, router).await?;
-        Ok(SdpSimulator {
-            addr,
-            inner,
-            handle,
-        })
+        Ok(SdpSimulator { addr, inner, handle })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -133,9 +129,7 @@ impl SdpSimulator {
 
     /// Creates a portal that accepts only `token` with `auth`.
     pub fn add_portal(&self, portal: &str, auth: SdpAuth, token: &str) {
-        self.with(|i| {
-            i.portals.entry(portal.to_string()).or_default().auth = Some((auth, token.to_string()))
-        });
+        self.with(|i| i.portals.entry(portal.to_string()).or_default().auth = Some((auth, token.to_string())));
     }
 
     /// Adds a request; `fields` uses SDP's shapes (`{"subject": .., "priority": {"name": ..}}`).
@@ -152,26 +146,14 @@ impl SdpSimulator {
 
     pub fn add_solution(&self, portal: &str, id: &str, title: &str, description: &str) {
         self.with(|i| {
-            i.portals
-                .entry(portal.to_string())
-                .or_default()
-                .solutions
-                .push(json!({
-                    "id": id, "title": title, "description": description,
-                    "url": format!("/app/{portal}/solutions/{id}")
-                }))
+            i.portals.entry(portal.to_string()).or_default().solutions.push(json!({
+                "id": id, "title": title, "description": description,
+                "url": format!("/app/{portal}/solutions/{id}")
+            }))
         });
     }
 
-    pub fn add_asset(
-        &self,
-        portal: &str,
-        name: &str,
-        ip: &str,
-        product_type: &str,
-        user: &str,
-        site: &str,
-    ) {
+    pub fn add_asset(&self, portal: &str, name: &str, ip: &str, product_type: &str, user: &str, site: &str) {
         self.with(|i| {
             i.portals.entry(portal.to_string()).or_default().assets.push(json!({
                 "id": format!("a-{name}"), "name": name, "ip_address": ip,
@@ -209,17 +191,10 @@ impl SdpSimulator {
 }
 
 /// Checks Accept, auth and faults; on success returns the auth kind and token.
-fn admit(
-    inner: &Shared,
-    portal: &str,
-    headers: &HeaderMap,
-) -> Result<(&'static str, String), Response> {
+fn admit(inner: &Shared, portal: &str, headers: &HeaderMap) -> Result<(&'static str, String), Response> {
     let mut i = inner.lock().expect("simulator lock");
     i.calls += 1;
-    let accept = headers
-        .get("accept")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
     if !accept.contains(SDP_ACCEPT) {
         return Err(status_body(
             StatusCode::BAD_REQUEST,
@@ -228,11 +203,7 @@ fn admit(
         ));
     }
     let Some(p) = i.portals.get(portal) else {
-        return Err(status_body(
-            StatusCode::NOT_FOUND,
-            4007,
-            "Invalid URL: no such portal",
-        ));
+        return Err(status_body(StatusCode::NOT_FOUND, 4007, "Invalid URL: no such portal"));
     };
     let presented = if let Some(t) = headers.get("authtoken").and_then(|v| v.to_str().ok()) {
         Some((SdpAuth::AuthToken, t.to_string()))
@@ -245,11 +216,7 @@ fn admit(
     };
     match p.fault {
         Some(SdpFault::Unauthorized) => {
-            return Err(status_body(
-                StatusCode::UNAUTHORIZED,
-                4022,
-                "Invalid API key received",
-            ))
+            return Err(status_body(StatusCode::UNAUTHORIZED, 4022, "Invalid API key received"))
         }
         Some(SdpFault::RateLimited { retry_after_secs }) => {
             let mut r = status_body(
@@ -257,10 +224,8 @@ fn admit(
                 4015,
                 "Too many requests: rate limit exceeded",
             );
-            r.headers_mut().insert(
-                "retry-after",
-                retry_after_secs.to_string().parse().expect("digits"),
-            );
+            r.headers_mut()
+                .insert("retry-after", retry_after_secs.to_string().parse().expect("digits"));
             return Err(r);
         }
         Some(SdpFault::ServerErrors { fraction }) if rand::random::<f64>() < fraction => {
@@ -270,20 +235,14 @@ fn admit(
                 "Internal server error",
             ));
         }
-        Some(SdpFault::ErrorInside200) => {
-            return Err(status_body(StatusCode::OK, 4001, "Operation failed"))
-        }
+        Some(SdpFault::ErrorInside200) => return Err(status_body(StatusCode::OK, 4001, "Operation failed")),
         _ => {}
     }
     match (&p.auth, presented) {
         (Some((want_kind, want)), Some((kind, token))) if *want_kind == kind && *want == token => {
             Ok((kind.as_str(), token))
         }
-        _ => Err(status_body(
-            StatusCode::UNAUTHORIZED,
-            4022,
-            "Invalid API key received",
-        )),
+        _ => Err(status_body(StatusCode::UNAUTHORIZED, 4022, "Invalid API key received")),
     }
 }
 
@@ -314,11 +273,7 @@ async fn get_request(
     let mut i = inner.lock().expect("simulator lock");
     match request_of(&mut i, &portal, &id) {
         Some(r) => Json(json!({"request": r, "response_status": success()})).into_response(),
-        None => status_body(
-            StatusCode::NOT_FOUND,
-            4007,
-            "Invalid URL: request not found",
-        ),
+        None => status_body(StatusCode::NOT_FOUND, 4007, "Invalid URL: request not found"),
     }
 }
 
@@ -332,11 +287,7 @@ async fn list_notes(
     }
     let mut i = inner.lock().expect("simulator lock");
     if request_of(&mut i, &portal, &id).is_none() {
-        return status_body(
-            StatusCode::NOT_FOUND,
-            4007,
-            "Invalid URL: request not found",
-        );
+        return status_body(StatusCode::NOT_FOUND, 4007, "Invalid URL: request not found");
     }
     let notes = i
         .portals
@@ -365,11 +316,7 @@ async fn add_note(
         .unwrap_or("")
         .to_string();
     if !content_type.starts_with("application/x-www-form-urlencoded") {
-        return status_body(
-            StatusCode::BAD_REQUEST,
-            4000,
-            "input_data must be sent form-encoded",
-        );
+        return status_body(StatusCode::BAD_REQUEST, 4000, "input_data must be sent form-encoded");
     }
     let form: HashMap<String, String> = match serde_urlencoded_parse(&body) {
         Some(f) => f,
@@ -386,34 +333,19 @@ async fn add_note(
         );
     };
     let Some(note) = input.get("request_note").or_else(|| input.get("note")) else {
-        return status_body(
-            StatusCode::BAD_REQUEST,
-            4012,
-            "Mandatory field request_note is missing",
-        );
+        return status_body(StatusCode::BAD_REQUEST, 4012, "Mandatory field request_note is missing");
     };
     let Some(description) = note
         .get("description")
         .and_then(Value::as_str)
         .filter(|d| !d.is_empty())
     else {
-        return status_body(
-            StatusCode::BAD_REQUEST,
-            4012,
-            "Mandatory field description is missing",
-        );
+        return status_body(StatusCode::BAD_REQUEST, 4012, "Mandatory field description is missing");
     };
-    let show = note
-        .get("show_to_requester")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
+    let show = note.get("show_to_requester").and_then(Value::as_bool).unwrap_or(true);
     let mut i = inner.lock().expect("simulator lock");
     if request_of(&mut i, &portal, &id).is_none() {
-        return status_body(
-            StatusCode::NOT_FOUND,
-            4007,
-            "Invalid URL: request not found",
-        );
+        return status_body(StatusCode::NOT_FOUND, 4007, "Invalid URL: request not found");
     }
     i.next_note_id += 1;
     let note_id = (100_000 + i.next_note_id).to_string();
@@ -465,10 +397,9 @@ fn search_terms(q: &HashMap<String, String>) -> (Vec<(String, Vec<String>)>, usi
                     let field = c.get("field")?.as_str()?.to_string();
                     let values = match (c.get("value"), c.get("values")) {
                         (Some(Value::String(v)), _) => vec![v.to_lowercase()],
-                        (_, Some(Value::Array(vs))) => vs
-                            .iter()
-                            .filter_map(|v| v.as_str().map(str::to_lowercase))
-                            .collect(),
+                        (_, Some(Value::Array(vs))) => {
+                            vs.iter().filter_map(|v| v.as_str().map(str::to_lowercase)).collect()
+                        }
                         _ => return None,
                     };
                     Some((field, values))
@@ -482,18 +413,10 @@ fn search_terms(q: &HashMap<String, String>) -> (Vec<(String, Vec<String>)>, usi
 fn matches(item: &Value, criteria: &[(String, Vec<String>)], exact: bool) -> bool {
     criteria.is_empty()
         || criteria.iter().any(|(field, values)| {
-            let v = item
-                .get(field)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_lowercase();
-            values.iter().any(|want| {
-                if exact {
-                    v == *want
-                } else {
-                    v.contains(want.as_str())
-                }
-            })
+            let v = item.get(field).and_then(Value::as_str).unwrap_or("").to_lowercase();
+            values
+                .iter()
+                .any(|want| if exact { v == *want } else { v.contains(want.as_str()) })
         })
 }
 
@@ -520,7 +443,8 @@ async fn list_solutions(
                 .collect()
         })
         .unwrap_or_default();
-    Json(json!({"solutions": found, "response_status": [success()], "list_info": {"row_count": found.len()}})).into_response()
+    Json(json!({"solutions": found, "response_status": [success()], "list_info": {"row_count": found.len()}}))
+        .into_response()
 }
 
 async fn list_assets(
@@ -546,5 +470,6 @@ async fn list_assets(
                 .collect()
         })
         .unwrap_or_default();
-    Json(json!({"assets": found, "response_status": [success()], "list_info": {"row_count": found.len()}})).into_response()
+    Json(json!({"assets": found, "response_status": [success()], "list_info": {"row_count": found.len()}}))
+        .into_response()
 }

@@ -29,12 +29,7 @@ impl TenantCache {
 
     /// The tenant, or `None` if it does not exist (also cached for `ttl`).
     pub async fn get(&self, tenant_id: &str) -> Result<Option<Arc<Tenant>>, StoreError> {
-        if let Some((at, t)) = self
-            .entries
-            .lock()
-            .expect("tenant cache lock")
-            .get(tenant_id)
-        {
+        if let Some((at, t)) = self.entries.lock().expect("tenant cache lock").get(tenant_id) {
             if at.elapsed() < self.ttl {
                 return Ok(t.clone());
             }

@@ -8,10 +8,7 @@ use tokio::sync::Mutex;
 use super::*;
 use crate::now_ms;
 
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init",
-    include_str!("../../../migrations/embedded/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../../migrations/embedded/0001_init.sql"))];
 
 /// The default store: one libSQL file under the data dir.
 ///
@@ -52,11 +49,7 @@ fn tenant_of(row: &Row) -> Result<Tenant, StoreError> {
         },
         api_token_hash: s(7)?,
         requests_per_minute: row.get::<i64>(8).map_err(corrupt)? as u32,
-        enabled_events: s(9)?
-            .split(',')
-            .filter(|e| !e.is_empty())
-            .map(str::to_string)
-            .collect(),
+        enabled_events: s(9)?.split(',').filter(|e| !e.is_empty()).map(str::to_string).collect(),
         created_at_ms: row.get::<i64>(10).map_err(corrupt)?,
     })
 }
@@ -115,22 +108,14 @@ impl EmbeddedStore {
     /// Opens (creating if needed) the store at `path` and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let db = libsql::Builder::new_local(path)
-            .build()
-            .await
-            .map_err(unavailable)?;
+        let db = libsql::Builder::new_local(path).build().await.map_err(unavailable)?;
         let conn = db.connect().map_err(unavailable)?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(unavailable)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(unavailable)?;
         // WAL lets the CLI read and write while `run` holds the file open.
-        let mut rows = conn
-            .query("PRAGMA journal_mode=WAL", ())
-            .await
-            .map_err(unavailable)?;
+        let mut rows = conn.query("PRAGMA journal_mode=WAL", ()).await.map_err(unavailable)?;
         while rows.next().await.map_err(unavailable)?.is_some() {}
         conn.execute("PRAGMA synchronous=NORMAL", ())
             .await
@@ -146,16 +131,16 @@ impl EmbeddedStore {
     /// Applies every migration not applied yet; returns the names applied now.
     pub async fn migrate(&self) -> Result<Vec<&'static str>, StoreError> {
         let conn = self.conn.lock().await;
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at_ms INTEGER NOT NULL)", ())
-            .await
-            .map_err(unavailable)?;
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+            (),
+        )
+        .await
+        .map_err(unavailable)?;
         let mut applied = Vec::new();
         for (name, sql) in MIGRATIONS {
             let mut rows = conn
-                .query(
-                    "SELECT 1 FROM schema_migrations WHERE name = ?1",
-                    params![*name],
-                )
+                .query("SELECT 1 FROM schema_migrations WHERE name = ?1", params![*name])
                 .await
                 .map_err(unavailable)?;
             if rows.next().await.map_err(unavailable)?.is_some() {
@@ -189,12 +174,7 @@ impl EmbeddedStore {
     }
 
     async fn exec(&self, sql: &str, p: impl libsql::params::IntoParams) -> Result<u64, StoreError> {
-        self.conn
-            .lock()
-            .await
-            .execute(sql, p)
-            .await
-            .map_err(unavailable)
+        self.conn.lock().await.execute(sql, p).await.map_err(unavailable)
     }
 }
 
@@ -272,10 +252,7 @@ impl TenantStore for EmbeddedStore {
 
     async fn remove_tenant(&self, tenant_id: &str) -> Result<bool, StoreError> {
         Ok(self
-            .exec(
-                "DELETE FROM tenants WHERE tenant_id = ?1",
-                params![tenant_id],
-            )
+            .exec("DELETE FROM tenants WHERE tenant_id = ?1", params![tenant_id])
             .await?
             > 0)
     }
@@ -295,8 +272,7 @@ impl TenantStore for EmbeddedStore {
 #[async_trait]
 impl HistoryStore for EmbeddedStore {
     async fn put_history(&self, r: &HistoryRow) -> Result<(), StoreError> {
-        let timings =
-            serde_json::to_string(&r.timings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let timings = serde_json::to_string(&r.timings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.exec(
             &format!("INSERT OR REPLACE INTO enhancement_history ({HISTORY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
             params![
@@ -326,22 +302,18 @@ impl HistoryStore for EmbeddedStore {
         Ok(())
     }
 
-    async fn history_by_job(
-        &self,
-        tenant_id: &str,
-        job_id: &str,
-    ) -> Result<Option<HistoryRow>, StoreError> {
+    async fn history_by_job(&self, tenant_id: &str, job_id: &str) -> Result<Option<HistoryRow>, StoreError> {
         Ok(self
-            .query_all(&format!("SELECT {HISTORY_COLUMNS} FROM enhancement_history WHERE tenant_id = ?1 AND job_id = ?2"), params![tenant_id, job_id], history_of)
+            .query_all(
+                &format!("SELECT {HISTORY_COLUMNS} FROM enhancement_history WHERE tenant_id = ?1 AND job_id = ?2"),
+                params![tenant_id, job_id],
+                history_of,
+            )
             .await?
             .pop())
     }
 
-    async fn history_by_ticket(
-        &self,
-        tenant_id: &str,
-        ticket_id: &str,
-    ) -> Result<Vec<HistoryRow>, StoreError> {
+    async fn history_by_ticket(&self, tenant_id: &str, ticket_id: &str) -> Result<Vec<HistoryRow>, StoreError> {
         self.query_all(
             &format!("SELECT {HISTORY_COLUMNS} FROM enhancement_history WHERE tenant_id = ?1 AND ticket_id = ?2 ORDER BY completed_at_ms DESC"),
             params![tenant_id, ticket_id],
@@ -350,11 +322,7 @@ impl HistoryStore for EmbeddedStore {
         .await
     }
 
-    async fn recent_history(
-        &self,
-        tenant_id: &str,
-        limit: u32,
-    ) -> Result<Vec<HistoryRow>, StoreError> {
+    async fn recent_history(&self, tenant_id: &str, limit: u32) -> Result<Vec<HistoryRow>, StoreError> {
         self.query_all(
             &format!("SELECT {HISTORY_COLUMNS} FROM enhancement_history WHERE tenant_id = ?1 ORDER BY completed_at_ms DESC LIMIT ?2"),
             params![tenant_id, limit as i64],
@@ -385,12 +353,7 @@ impl FeedbackStore for EmbeddedStore {
         Ok(())
     }
 
-    async fn list_feedback(
-        &self,
-        tenant_id: &str,
-        from_ms: i64,
-        until_ms: i64,
-    ) -> Result<Vec<Feedback>, StoreError> {
+    async fn list_feedback(&self, tenant_id: &str, from_ms: i64, until_ms: i64) -> Result<Vec<Feedback>, StoreError> {
         self.query_all(
             "SELECT tenant_id, feedback_id, job_id, ticket_id, rating, helpful, comment, technician, created_at_ms FROM feedback WHERE tenant_id = ?1 AND created_at_ms >= ?2 AND created_at_ms < ?3 ORDER BY created_at_ms",
             params![tenant_id, from_ms, until_ms],
@@ -402,11 +365,7 @@ impl FeedbackStore for EmbeddedStore {
 
 #[async_trait]
 impl IdempotencyStore for EmbeddedStore {
-    async fn note_state(
-        &self,
-        tenant_id: &str,
-        job_id: &str,
-    ) -> Result<Option<NoteState>, StoreError> {
+    async fn note_state(&self, tenant_id: &str, job_id: &str) -> Result<Option<NoteState>, StoreError> {
         let rows = self
             .query_all(
                 "SELECT state, note_id FROM note_idempotency WHERE tenant_id = ?1 AND job_id = ?2",
@@ -425,12 +384,7 @@ impl IdempotencyStore for EmbeddedStore {
         Ok(rows.into_iter().next())
     }
 
-    async fn note_pending(
-        &self,
-        tenant_id: &str,
-        job_id: &str,
-        ticket_id: &str,
-    ) -> Result<(), StoreError> {
+    async fn note_pending(&self, tenant_id: &str, job_id: &str, ticket_id: &str) -> Result<(), StoreError> {
         self.exec(
             "INSERT OR IGNORE INTO note_idempotency (tenant_id, job_id, ticket_id, state, note_id, updated_at_ms) VALUES (?1, ?2, ?3, 'pending', NULL, ?4)",
             params![tenant_id, job_id, ticket_id, now_ms()],
@@ -472,7 +426,10 @@ impl IdempotencyStore for EmbeddedStore {
             .await
             .map_err(unavailable)?;
         if inserted > 0 {
-            return Ok(WebhookClaim::New);
+            return Ok(WebhookClaim::Proceed {
+                job_id: job_id.to_string(),
+                correlation_id: correlation_id.to_string(),
+            });
         }
         let mut rows = conn
             .query("SELECT job_id, correlation_id, state, created_at_ms FROM webhook_dedup WHERE tenant_id = ?1 AND webhook_id = ?2", params![tenant_id, webhook_id])
@@ -494,16 +451,19 @@ impl IdempotencyStore for EmbeddedStore {
                 correlation_id: first_corr,
             });
         }
-        if now - created > stale_after_ms {
+        if state == "released" || now - created > stale_after_ms {
             let taken = conn
                 .execute(
-                    "UPDATE webhook_dedup SET job_id = ?3, correlation_id = ?4, created_at_ms = ?5 WHERE tenant_id = ?1 AND webhook_id = ?2 AND state = 'pending' AND created_at_ms = ?6",
-                    params![tenant_id, webhook_id, job_id, correlation_id, now, created],
+                    "UPDATE webhook_dedup SET state = 'pending', created_at_ms = ?3 WHERE tenant_id = ?1 AND webhook_id = ?2 AND state = ?4 AND created_at_ms = ?5",
+                    params![tenant_id, webhook_id, now, state, created],
                 )
                 .await
                 .map_err(unavailable)?;
             if taken > 0 {
-                return Ok(WebhookClaim::New);
+                return Ok(WebhookClaim::Proceed {
+                    job_id: first_job,
+                    correlation_id: first_corr,
+                });
             }
         }
         Ok(WebhookClaim::InFlight)
@@ -519,7 +479,7 @@ impl IdempotencyStore for EmbeddedStore {
     }
 
     async fn release_webhook(&self, tenant_id: &str, webhook_id: &str) -> Result<(), StoreError> {
-        self.exec("DELETE FROM webhook_dedup WHERE tenant_id = ?1 AND webhook_id = ?2 AND state = 'pending'", params![tenant_id, webhook_id]).await?;
+        self.exec("UPDATE webhook_dedup SET state = 'released' WHERE tenant_id = ?1 AND webhook_id = ?2 AND state = 'pending'", params![tenant_id, webhook_id]).await?;
         Ok(())
     }
 
@@ -538,7 +498,10 @@ impl IdempotencyStore for EmbeddedStore {
         .await
         .map_err(unavailable)?;
         let mut rows = conn
-            .query("SELECT job_id FROM event_dedup WHERE tenant_id = ?1 AND ticket_id = ?2 AND event = ?3", params![tenant_id, ticket_id, event])
+            .query(
+                "SELECT job_id FROM event_dedup WHERE tenant_id = ?1 AND ticket_id = ?2 AND event = ?3",
+                params![tenant_id, ticket_id, event],
+            )
             .await
             .map_err(unavailable)?;
         let first = match rows.next().await.map_err(unavailable)? {

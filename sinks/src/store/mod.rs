@@ -57,10 +57,7 @@ pub struct WebhookSecrets {
 impl WebhookSecrets {
     /// The secrets a signature may be made with at `now_ms`.
     pub fn valid_at(&self, now_ms: i64) -> impl Iterator<Item = &Secret> {
-        let previous = self
-            .previous
-            .as_ref()
-            .filter(|_| now_ms < self.previous_valid_until_ms);
+        let previous = self.previous.as_ref().filter(|_| now_ms < self.previous_valid_until_ms);
         std::iter::once(&self.current).chain(previous)
     }
 }
@@ -219,13 +216,13 @@ pub enum NoteState {
 /// Result of claiming a `webhook-id` at ingest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookClaim {
-    /// First time seen: go on with the given ids.
-    New,
+    /// Go on and write the record with these ids: the ones offered, or,
+    /// when an earlier attempt was not acknowledged (or its writer died),
+    /// that attempt's ids, so a record it may have written after all is the
+    /// same job and posts no second note.
+    Proceed { job_id: String, correlation_id: String },
     /// Already accepted: answer with the first job's ids.
-    Accepted {
-        job_id: String,
-        correlation_id: String,
-    },
+    Accepted { job_id: String, correlation_id: String },
     /// Another request with this id is being written right now.
     InFlight,
 }
@@ -244,48 +241,22 @@ pub trait TenantStore: Send + Sync {
 pub trait HistoryStore: Send + Sync {
     /// Writes the row for `(tenant_id, job_id)`, replacing an earlier one.
     async fn put_history(&self, row: &HistoryRow) -> Result<(), StoreError>;
-    async fn history_by_job(
-        &self,
-        tenant_id: &str,
-        job_id: &str,
-    ) -> Result<Option<HistoryRow>, StoreError>;
-    async fn history_by_ticket(
-        &self,
-        tenant_id: &str,
-        ticket_id: &str,
-    ) -> Result<Vec<HistoryRow>, StoreError>;
+    async fn history_by_job(&self, tenant_id: &str, job_id: &str) -> Result<Option<HistoryRow>, StoreError>;
+    async fn history_by_ticket(&self, tenant_id: &str, ticket_id: &str) -> Result<Vec<HistoryRow>, StoreError>;
     /// The tenant's most recent rows, newest first.
-    async fn recent_history(
-        &self,
-        tenant_id: &str,
-        limit: u32,
-    ) -> Result<Vec<HistoryRow>, StoreError>;
+    async fn recent_history(&self, tenant_id: &str, limit: u32) -> Result<Vec<HistoryRow>, StoreError>;
 }
 
 #[async_trait]
 pub trait FeedbackStore: Send + Sync {
     async fn add_feedback(&self, feedback: &Feedback) -> Result<(), StoreError>;
-    async fn list_feedback(
-        &self,
-        tenant_id: &str,
-        from_ms: i64,
-        until_ms: i64,
-    ) -> Result<Vec<Feedback>, StoreError>;
+    async fn list_feedback(&self, tenant_id: &str, from_ms: i64, until_ms: i64) -> Result<Vec<Feedback>, StoreError>;
 }
 
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
-    async fn note_state(
-        &self,
-        tenant_id: &str,
-        job_id: &str,
-    ) -> Result<Option<NoteState>, StoreError>;
-    async fn note_pending(
-        &self,
-        tenant_id: &str,
-        job_id: &str,
-        ticket_id: &str,
-    ) -> Result<(), StoreError>;
+    async fn note_state(&self, tenant_id: &str, job_id: &str) -> Result<Option<NoteState>, StoreError>;
+    async fn note_pending(&self, tenant_id: &str, job_id: &str, ticket_id: &str) -> Result<(), StoreError>;
     async fn note_posted(
         &self,
         tenant_id: &str,
@@ -294,7 +265,8 @@ pub trait IdempotencyStore: Send + Sync {
         note_id: &str,
     ) -> Result<(), StoreError>;
     /// Claims `webhook_id` for a new job unless it was seen before. A claim
-    /// left pending longer than `stale_after_ms` (its writer died) is taken over.
+    /// released after a failed write, or left pending longer than
+    /// `stale_after_ms` (its writer died), is taken over with its ids.
     async fn claim_webhook(
         &self,
         tenant_id: &str,
@@ -304,6 +276,7 @@ pub trait IdempotencyStore: Send + Sync {
         stale_after_ms: i64,
     ) -> Result<WebhookClaim, StoreError>;
     async fn confirm_webhook(&self, tenant_id: &str, webhook_id: &str) -> Result<(), StoreError>;
+    /// Marks a claim whose record the broker did not acknowledge.
     async fn release_webhook(&self, tenant_id: &str, webhook_id: &str) -> Result<(), StoreError>;
     /// Claims `(ticket, event)` for `job_id`; returns the other job that
     /// claimed it first, if any.

@@ -1,0 +1,303 @@
+//! `POST /webhooks/servicedesk/{tenant_id}`.
+//!
+//! Checks, in order: signature headers present (401), body size (413),
+//! JSON content type (415), signature and timestamp with an existing tenant
+//! (403, the three indistinguishable), JSON syntax (400), required fields
+//! (422), the tenant's ingest rate (429), a repeated `webhook-id` (the first
+//! job's ids, 202), then the broker's acknowledgement (202, or 503).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+use schemas::{Codec, JobMeta, WebhookReceived};
+use serde_json::{json, Value};
+use sinks::metrics::metrics;
+use sinks::now_ms;
+use sinks::store::{WebhookClaim, WebhookSecrets};
+use sinks::Secret;
+use tracing::{info, warn};
+
+use crate::error::ApiError;
+use crate::signature::verify;
+use crate::IngestState;
+
+/// A pending `webhook-id` claim older than this is taken over (its writer died).
+const STALE_CLAIM_MS: i64 = 60_000;
+/// Longest accepted `request.id`.
+const MAX_TICKET_ID: usize = 64;
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+fn forbidden() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "webhook signature verification failed (unknown tenant, bad signature or timestamp outside tolerance)",
+    )
+}
+
+/// Checks the required fields; returns (ticket id, event).
+pub fn required_fields(body: &Value) -> Result<(String, String), ApiError> {
+    let unprocessable = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "missing_field", m);
+    let obj = body
+        .as_object()
+        .ok_or_else(|| unprocessable("body must be a JSON object with a 'request' object".into()))?;
+    let request = obj
+        .get("request")
+        .ok_or_else(|| unprocessable("missing required field: request".into()))?;
+    let request = request
+        .as_object()
+        .ok_or_else(|| unprocessable("field 'request' must be an object".into()))?;
+    let id = match request.get("id") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            return Err(unprocessable("missing required field: request.id".into()))
+        }
+        Some(_) => return Err(unprocessable("field 'request.id' must be a string or a number".into())),
+    };
+    if id.len() > MAX_TICKET_ID || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(unprocessable(format!(
+            "field 'request.id' must be 1-{MAX_TICKET_ID} letters, digits, '-' or '_'"
+        )));
+    }
+    let event = match obj.get("event") {
+        None | Some(Value::Null) => "request_created".to_string(),
+        Some(Value::String(e)) if !e.is_empty() && e.len() <= 64 => e.clone(),
+        Some(_) => return Err(unprocessable("field 'event' must be a non-empty string".into())),
+    };
+    Ok((id, event))
+}
+
+pub async fn receive(
+    State(state): State<Arc<IngestState>>,
+    Path(tenant_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let result = handle(&state, &tenant_id, &headers, body).await;
+    metrics()
+        .webhook_request_duration
+        .with_label_values::<&str>(&[])
+        .observe(started.elapsed().as_secs_f64());
+    // Unknown tenants are not labelled by name (unbounded label values).
+    let known = state.tenants.get(&tenant_id).await.ok().flatten().is_some();
+    let tenant_label = if known { tenant_id.as_str() } else { "unknown" };
+    let outcome = match &result {
+        Ok((_, dup)) if *dup => "duplicate",
+        Ok(_) => "accepted",
+        Err(e) => e.code,
+    };
+    metrics()
+        .webhooks_received
+        .with_label_values(&[tenant_label, outcome])
+        .inc();
+    match result {
+        Ok((body, _)) => (StatusCode::ACCEPTED, Json(body)).into_response(),
+        Err(e) => {
+            if e.status.is_server_error() {
+                warn!(tenant_id = %tenant_id, code = e.code, message = %e.message, "webhook refused");
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn handle(
+    state: &IngestState,
+    tenant_id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Value, bool), ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::unavailable(
+            "shutting_down",
+            "Ticketflow is shutting down; retry shortly",
+        ));
+    }
+    let (Some(id), Some(ts), Some(sigs)) = (
+        header(headers, "webhook-id"),
+        header(headers, "webhook-timestamp"),
+        header(headers, "webhook-signature"),
+    ) else {
+        let missing: Vec<&str> = ["webhook-id", "webhook-timestamp", "webhook-signature"]
+            .into_iter()
+            .filter(|h| header(headers, h).is_none())
+            .collect();
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_signature_headers",
+            format!("missing Standard Webhooks header(s): {}", missing.join(", ")),
+        ));
+    };
+    let max = state.settings.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body exceeds {max} bytes"),
+        )
+    };
+    if header(headers, "content-length")
+        .and_then(|l| l.parse::<usize>().ok())
+        .is_some_and(|l| l > max)
+    {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, max).await.map_err(|_| too_large())?;
+    let content_type = header(headers, "content-type").unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content-type must be application/json, got '{content_type}'"),
+        ));
+    }
+
+    let tenant = state.tenants.get(tenant_id).await?;
+    // An unknown tenant costs the same HMAC work as a known one.
+    let dummy = WebhookSecrets {
+        current: Secret::new("whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        previous: None,
+        previous_valid_until_ms: 0,
+    };
+    let secrets = tenant.as_ref().map(|t| &t.webhook_secrets).unwrap_or(&dummy);
+    let now = now_ms();
+    let verified = verify(
+        secrets.valid_at(now),
+        id,
+        ts,
+        sigs,
+        &bytes,
+        now / 1000,
+        state.settings.tolerance.as_secs(),
+    );
+    let tenant = match (tenant, verified) {
+        (Some(t), Ok(())) => t,
+        (_, Err(e)) => {
+            info!(tenant_id, reason = %e, "webhook signature rejected");
+            return Err(forbidden());
+        }
+        (None, Ok(())) => return Err(forbidden()),
+    };
+
+    let json: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("body is not valid JSON: {e}"),
+        )
+    })?;
+    let (ticket_id, event) = required_fields(&json)?;
+    if let Err(secs) = state.limiter.check(tenant_id) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("tenant '{tenant_id}' is over its ingest rate"),
+        )
+        .retry_after(secs));
+    }
+
+    let offered_job = uuid::Uuid::now_v7().to_string();
+    let offered_corr = header(headers, "x-correlation-id")
+        .filter(|c| c.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let store = state.tenants.store();
+    let (job_id, correlation_id) = match store
+        .claim_webhook(tenant_id, id, &offered_job, &offered_corr, STALE_CLAIM_MS)
+        .await?
+    {
+        WebhookClaim::Proceed { job_id, correlation_id } => (job_id, correlation_id),
+        WebhookClaim::Accepted { job_id, correlation_id } => {
+            return Ok((
+                json!({"job_id": job_id, "correlation_id": correlation_id, "duplicate": true}),
+                true,
+            ));
+        }
+        WebhookClaim::InFlight => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "in_flight",
+                format!("webhook-id '{id}' is being accepted by another request; retry"),
+            )
+            .retry_after(1));
+        }
+    };
+
+    let meta = JobMeta {
+        job_id: job_id.clone(),
+        correlation_id: correlation_id.clone(),
+        tenant_id: tenant.tenant_id.clone(),
+        ticket_id: ticket_id.clone(),
+        event,
+        webhook_id: id.to_string(),
+        received_at_ms: now,
+    };
+    let key = meta.key();
+    let record = WebhookReceived {
+        meta,
+        payload_json: String::from_utf8_lossy(&bytes).into_owned(),
+    };
+    let value = match Codec::builtin().encode(&record) {
+        Ok(v) => v,
+        Err(e) => {
+            store.release_webhook(tenant_id, id).await?;
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encode_failed",
+                e.to_string(),
+            ));
+        }
+    };
+    let job_headers = processors::headers::JobHeaders {
+        correlation_id: correlation_id.clone(),
+        tenant_id: tenant.tenant_id.clone(),
+        job_id: job_id.clone(),
+        traceparent: header(headers, "traceparent")
+            .map(processors::headers::child_traceparent)
+            .unwrap_or_else(processors::headers::new_traceparent),
+        attempt: 1,
+    };
+    let sent = state
+        .producer
+        .send(
+            FutureRecord::to(&state.settings.webhooks_topic)
+                .key(&key)
+                .payload(&value)
+                .headers(job_headers.to_kafka()),
+            Timeout::After(state.settings.produce_timeout),
+        )
+        .await;
+    match sent {
+        Ok(_) => {
+            store.confirm_webhook(tenant_id, id).await?;
+            info!(tenant_id, ticket_id = %ticket_id, correlation_id = %correlation_id, job_id = %job_id, "webhook accepted");
+            Ok((json!({"job_id": job_id, "correlation_id": correlation_id}), false))
+        }
+        Err((e, _)) => {
+            // Not acknowledged: the sender must retry; the retry reuses this
+            // job's ids in case the broker wrote the record after all.
+            store.release_webhook(tenant_id, id).await?;
+            warn!(tenant_id, error = %e, "broker did not acknowledge webhook");
+            Err(ApiError::unavailable(
+                "broker_unavailable",
+                format!("the broker did not acknowledge the record: {e}"),
+            ))
+        }
+    }
+}
