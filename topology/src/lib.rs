@@ -1,1 +1,24 @@
-//! topology
+//! The dataflow described as data, its configuration, Kafka clients, the
+//! embedded broker, operator actions, and the wiring behind the
+//! `ticketflow` binary.
+//!
+//! Layout:
+//! - [`config`]: ARCHITECTURE §6 variables, defaults in one place.
+//! - [`dataflow`]: topics, stages, retry tiers, groups (§2).
+//! - [`kafka`]: client factory (no-loss producer) and topic creation.
+//! - [`broker`]: the embedded tansu broker.
+//! - [`ops`]: lag, DLQ and replay.
+//! - [`app`]: starts and stops a running process.
+//! - [`tenants`], [`demo`], [`telemetry`]: CLI support.
+//!
+//! `topology` wires; it is the only crate that knows every other one.
+
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod dataflow;
+pub mod demo;
+pub mod kafka;
+pub mod ops;
+pub mod telemetry;
+pub mod tenants;

@@ -1,1 +1,545 @@
-fn main() {}
+//! The `ticketflow` command line (ARCHITECTURE §5).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+use topology::config::{parse_duration, Config};
+use topology::{app, broker, demo, kafka, ops, telemetry, tenants};
+
+#[derive(Parser)]
+#[command(
+    name = "ticketflow",
+    version,
+    about = "Enhances ServiceDesk Plus tickets through a Kafka dataflow"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run ingest and/or stages (default: everything; embedded broker when KAFKA_BROKERS is unset).
+    Run {
+        /// Comma-separated: ingest,validate,context,synthesize,update,record.
+        #[arg(long, default_value = "ingest,validate,context,synthesize,update,record")]
+        stages: String,
+    },
+    /// Run the whole pipeline against built-in SDP and LLM simulators and print the notes.
+    Demo,
+    /// Manage tenants (works whether or not `run` is up).
+    #[command(subcommand)]
+    Tenants(TenantsCmd),
+    /// Topic administration.
+    #[command(subcommand)]
+    Topics(TopicsCmd),
+    /// Run the embedded broker alone (for multi-process setups on one machine).
+    Broker,
+    /// Apply store migrations.
+    Migrate,
+    /// Consumer lag of every stage group.
+    Lag {
+        /// Refresh until interrupted.
+        #[arg(long)]
+        watch: bool,
+        #[arg(long)]
+        json: bool,
+        /// Refresh interval with --watch.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        interval: Duration,
+    },
+    /// Re-enqueue webhooks received in a time window as new jobs (enhanced again).
+    Replay {
+        /// Start: RFC 3339 (2026-11-22T14:00:00Z), a date, epoch ms, or a duration ago (30m).
+        #[arg(long)]
+        from: String,
+        /// End (exclusive), same forms; default now.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Show what would be replayed without sending anything.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dead-letter topics.
+    #[command(subcommand)]
+    Dlq(DlqCmd),
+}
+
+#[derive(Subcommand)]
+enum TenantsCmd {
+    /// Add a tenant; prints its webhook secret and API token (shown once).
+    Add(AddArgs),
+    /// List tenants (no secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// New webhook secret; the previous one stays valid for the grace period.
+    RotateSecret {
+        tenant_id: String,
+        #[arg(long)]
+        webhook_secret: Option<String>,
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        grace: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a tenant.
+    Remove { tenant_id: String },
+}
+
+#[derive(Args)]
+struct AddArgs {
+    tenant_id: String,
+    /// Base URL /api/v3/... is appended to (on-prem https://host:port, cloud https://<domain>/app/<portal>).
+    #[arg(long)]
+    servicedesk_url: String,
+    #[arg(long)]
+    servicedesk_token: String,
+    /// authtoken (on-prem) or zoho (cloud).
+    #[arg(long, default_value = "authtoken")]
+    servicedesk_auth: String,
+    /// whsec_<base64>; generated when not given.
+    #[arg(long)]
+    webhook_secret: Option<String>,
+    /// SDP API calls per minute for this tenant.
+    #[arg(long, default_value_t = 600)]
+    requests_per_minute: u32,
+    /// Webhook events to enhance (comma-separated).
+    #[arg(long, default_value = "request_created")]
+    events: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum TopicsCmd {
+    /// Create every topic of the dataflow (idempotent).
+    Create,
+}
+
+#[derive(Subcommand)]
+enum DlqCmd {
+    /// The latest records of a stage's dead-letter topic.
+    List {
+        stage: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead-lettered record in full.
+    Show { stage: String, partition: i32, offset: i64 },
+    /// Re-send dead-lettered records to the topic they failed on (all not retried before, or one).
+    Retry {
+        stage: String,
+        #[arg(long, requires = "offset")]
+        partition: Option<i32>,
+        #[arg(long, requires = "partition")]
+        offset: Option<i64>,
+    },
+}
+
+fn check_stage(stage: &str) -> anyhow::Result<()> {
+    if !topology::dataflow::STAGES.contains(&stage) {
+        anyhow::bail!(
+            "unknown stage '{stage}': expected one of {}",
+            topology::dataflow::STAGES.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Parses a point in time for replay.
+fn parse_time(s: &str) -> anyhow::Result<i64> {
+    let now = sinks::now_ms();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    if let Ok(d) = parse_duration(s) {
+        return Ok(now - d.as_millis() as i64);
+    }
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00Z"));
+    let day = ingest::api::parse_date(date, "time").map_err(|e| anyhow::anyhow!(e.message))?;
+    let time = time.trim_end_matches('Z');
+    let parts: Vec<&str> = time.split(':').collect();
+    let bad = || {
+        anyhow::anyhow!(
+            "'{s}' is not a time: use 2026-11-22T14:00:00Z, 2026-11-22, epoch ms, or a duration ago like 30m"
+        )
+    };
+    if parts.len() < 2 || parts.len() > 3 {
+        return Err(bad());
+    }
+    let h: i64 = parts[0].parse().map_err(|_| bad())?;
+    let m: i64 = parts[1].parse().map_err(|_| bad())?;
+    let sec: f64 = parts
+        .get(2)
+        .map(|p| p.parse())
+        .transpose()
+        .map_err(|_| bad())?
+        .unwrap_or(0.0);
+    if !(0..24).contains(&h) || !(0..60).contains(&m) || !(0.0..61.0).contains(&sec) {
+        return Err(bad());
+    }
+    Ok(day + (h * 3600 + m * 60) * 1000 + (sec * 1000.0) as i64)
+}
+
+fn print_lag(v: &Value) {
+    println!("{:<28} {:>10} {:>16}", "GROUP", "LAG", "OLDEST (s)");
+    for g in v["groups"].as_array().into_iter().flatten() {
+        let oldest = g["oldest_unconsumed_age_seconds"]
+            .as_f64()
+            .map(|s| format!("{s:.1}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<28} {:>10} {:>16}",
+            g["group"].as_str().unwrap_or("?"),
+            g["total_lag"],
+            oldest
+        );
+        for p in g["partitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["lag"].as_i64().unwrap_or(0) > 0)
+        {
+            println!(
+                "    {}/{}: committed {} high {} lag {}",
+                p["topic"].as_str().unwrap_or("?"),
+                p["partition"],
+                p["committed"],
+                p["high"],
+                p["lag"]
+            );
+        }
+    }
+}
+
+async fn signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn ops_for(config: &Config) -> ops::KafkaOps {
+    ops::KafkaOps {
+        factory: kafka::KafkaFactory::new(config.bootstrap_servers()),
+        dataflow: app::dataflow(config),
+        services: None,
+    }
+}
+
+async fn main_inner(cli: Cli) -> anyhow::Result<()> {
+    if matches!(cli.command, Command::Demo) {
+        telemetry::init(true);
+        return demo::run().await;
+    }
+    let config = Config::from_env()?;
+    telemetry::init(false);
+    match cli.command {
+        Command::Demo => unreachable!("handled above"),
+        Command::Run { stages } => {
+            let components = app::parse_components(&stages).map_err(anyhow::Error::msg)?;
+            let running = app::start(&config, &components).await?;
+            signal().await;
+            running.stop().await;
+        }
+        Command::Broker => {
+            if config.kafka_brokers.is_some() {
+                anyhow::bail!(
+                    "KAFKA_BROKERS is set: `ticketflow broker` runs the embedded broker only when it is unset"
+                );
+            }
+            let b = broker::EmbeddedBroker::start(config.broker_addr, &config.data_dir)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            let factory = kafka::KafkaFactory::new(config.bootstrap_servers());
+            factory
+                .create_topics(&app::dataflow(&config).topics())
+                .await
+                .map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "embedded broker on {} (data in {}); Ctrl-C to stop",
+                b.addr,
+                config.data_dir.display()
+            );
+            signal().await;
+        }
+        Command::Migrate => {
+            let store = sinks::store::EmbeddedStore::open(&config.store_path()).await?;
+            let applied = store.migrate().await?;
+            println!(
+                "store {} is up to date{}",
+                config.store_path().display(),
+                if applied.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (applied {})", applied.join(", "))
+                }
+            );
+        }
+        Command::Topics(TopicsCmd::Create) => {
+            let factory = kafka::KafkaFactory::new(config.bootstrap_servers());
+            factory
+                .wait_ready(Duration::from_secs(10))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e} (is `ticketflow run` or `ticketflow broker` up?)"))?;
+            let topics = app::dataflow(&config).topics();
+            let created = factory.create_topics(&topics).await.map_err(anyhow::Error::msg)?;
+            println!(
+                "{} topics: {} created, {} already existed",
+                topics.len(),
+                created.len(),
+                topics.len() - created.len()
+            );
+        }
+        Command::Tenants(cmd) => {
+            let store = app::open_store(&config).await?;
+            match cmd {
+                TenantsCmd::Add(a) => {
+                    let json_out = a.json;
+                    let id = a.tenant_id.clone();
+                    let events = a
+                        .events
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|e| !e.is_empty())
+                        .map(String::from)
+                        .collect();
+                    let (secret, token) = tenants::add(
+                        store.as_ref(),
+                        tenants::AddTenant {
+                            tenant_id: a.tenant_id,
+                            servicedesk_url: a.servicedesk_url,
+                            servicedesk_token: a.servicedesk_token,
+                            servicedesk_auth: a.servicedesk_auth,
+                            webhook_secret: a.webhook_secret,
+                            requests_per_minute: a.requests_per_minute,
+                            events,
+                        },
+                    )
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                    if json_out {
+                        println!(
+                            "{}",
+                            json!({"tenant_id": id, "webhook_secret": secret, "api_token": token})
+                        );
+                    } else {
+                        println!("tenant '{id}' added");
+                        println!("webhook URL:    http://{}/webhooks/servicedesk/{id}", config.http_addr);
+                        println!("webhook secret: {secret}");
+                        println!("API token:      {token}   (shown once; stored hashed)");
+                    }
+                }
+                TenantsCmd::List { json: j } => {
+                    let list: Vec<Value> = store.list_tenants().await?.iter().map(tenants::describe).collect();
+                    if j {
+                        println!("{}", Value::Array(list));
+                    } else {
+                        println!("{:<24} {:<10} {:>6}  SERVICEDESK URL", "TENANT", "AUTH", "RPM");
+                        for t in list {
+                            println!(
+                                "{:<24} {:<10} {:>6}  {}",
+                                t["tenant_id"].as_str().unwrap_or(""),
+                                t["servicedesk_auth"].as_str().unwrap_or(""),
+                                t["requests_per_minute"],
+                                t["servicedesk_url"].as_str().unwrap_or("")
+                            );
+                        }
+                    }
+                }
+                TenantsCmd::RotateSecret {
+                    tenant_id,
+                    webhook_secret,
+                    grace,
+                    json: j,
+                } => {
+                    let secret = tenants::rotate(store.as_ref(), &tenant_id, webhook_secret, grace)
+                        .await
+                        .map_err(anyhow::Error::msg)?;
+                    if j {
+                        println!(
+                            "{}",
+                            json!({"tenant_id": tenant_id, "webhook_secret": secret, "previous_valid_for_seconds": grace.as_secs()})
+                        );
+                    } else {
+                        println!("new webhook secret for '{tenant_id}': {secret}");
+                        println!("the previous secret stays valid for {} s", grace.as_secs());
+                    }
+                }
+                TenantsCmd::Remove { tenant_id } => {
+                    if !store.remove_tenant(&tenant_id).await? {
+                        anyhow::bail!("tenant '{tenant_id}' does not exist");
+                    }
+                    println!("tenant '{tenant_id}' removed");
+                }
+            }
+        }
+        Command::Lag {
+            watch,
+            json: j,
+            interval,
+        } => {
+            let ops = ops_for(&config);
+            loop {
+                let v = ops.lag_report().await.map_err(anyhow::Error::msg)?;
+                if j {
+                    println!("{v}");
+                } else {
+                    print_lag(&v);
+                }
+                if !watch {
+                    break;
+                }
+                tokio::select! {
+                    _ = signal() => break,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                if !j {
+                    println!();
+                }
+            }
+        }
+        Command::Replay {
+            from,
+            to,
+            tenant,
+            ticket,
+            dry_run,
+            json: j,
+        } => {
+            let from_ms = parse_time(&from)?;
+            let to_ms = to
+                .as_deref()
+                .map(parse_time)
+                .transpose()?
+                .unwrap_or_else(|| sinks::now_ms() + 1);
+            if from_ms >= to_ms {
+                anyhow::bail!("--from must be before --to");
+            }
+            let v = ops_for(&config)
+                .replay(from_ms, to_ms, tenant, ticket, dry_run)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if j {
+                println!("{v}");
+            } else {
+                println!(
+                    "{} webhook(s) matched{}",
+                    v["matched"],
+                    if dry_run {
+                        " (dry run: nothing sent)"
+                    } else {
+                        "; re-enqueued as new jobs"
+                    }
+                );
+                for job in v["jobs"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {}:{} {} -> {}",
+                        job["tenant_id"].as_str().unwrap_or(""),
+                        job["ticket_id"].as_str().unwrap_or(""),
+                        job["original_job_id"].as_str().unwrap_or(""),
+                        job["job_id"].as_str().unwrap_or("-")
+                    );
+                }
+            }
+        }
+        Command::Dlq(cmd) => {
+            let ops = ops_for(&config);
+            match cmd {
+                DlqCmd::List { stage, limit, json: j } => {
+                    check_stage(&stage)?;
+                    let v = ops.dlq_records(&stage, limit).await.map_err(anyhow::Error::msg)?;
+                    if j {
+                        println!("{v}");
+                    } else {
+                        println!("{} record(s) on {}", v["count"], v["topic"].as_str().unwrap_or(""));
+                        for r in v["records"].as_array().into_iter().flatten() {
+                            let e = &r["envelope"];
+                            println!(
+                                "  {}@{}  tenant {} ticket {} job {} attempt {}: {}",
+                                r["partition"],
+                                r["offset"],
+                                e["tenant_id"].as_str().unwrap_or("?"),
+                                e["ticket_id"].as_str().unwrap_or("?"),
+                                e["job_id"].as_str().unwrap_or("?"),
+                                e["attempt"],
+                                e["error"].as_str().or(r["decode_error"].as_str()).unwrap_or("?")
+                            );
+                        }
+                    }
+                }
+                DlqCmd::Show {
+                    stage,
+                    partition,
+                    offset,
+                } => {
+                    check_stage(&stage)?;
+                    let v = ops.dlq_records(&stage, usize::MAX).await.map_err(anyhow::Error::msg)?;
+                    let rec = v["records"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|r| r["partition"] == partition && r["offset"] == offset)
+                        .cloned()
+                        .with_context(|| {
+                            format!("no record at partition {partition} offset {offset} of {}", v["topic"])
+                        })?;
+                    println!("{}", serde_json::to_string_pretty(&rec)?);
+                }
+                DlqCmd::Retry {
+                    stage,
+                    partition,
+                    offset,
+                } => {
+                    check_stage(&stage)?;
+                    let offsets = partition.zip(offset).map(|p| vec![p]);
+                    let v = ops
+                        .dlq_retry_records(&stage, offsets)
+                        .await
+                        .map_err(anyhow::Error::msg)?;
+                    println!(
+                        "re-sent {} record(s) from the {stage} DLQ; skipped {}",
+                        v["resent"],
+                        v["skipped"].as_array().map(|a| a.len()).unwrap_or(0)
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    // Kafka clients block threads in rebalance callbacks; keep spare workers.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(4);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(main_inner(cli));
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    if let Err(e) = result {
+        // One line: the reason and its causes.
+        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("error: {}", chain.join(": "));
+        std::process::exit(1);
+    }
+}

@@ -645,10 +645,16 @@ pub async fn run_stage(
     }
     let offsets = tracker.lock().expect("tracker lock").committable(&assigned);
     if !offsets.is_empty() {
-        if let Err(e) = consumer.commit(&tpl_of(&offsets), CommitMode::Sync) {
+        // A synchronous commit blocks its thread until the broker answers.
+        let c = consumer.clone();
+        let committed = tokio::task::spawn_blocking(move || c.commit(&tpl_of(&offsets), CommitMode::Sync)).await;
+        if let Ok(Err(e)) = committed {
             warn!(stage = wiring.stage, error = %e, "final commit failed");
         }
     }
+    drop(worker);
+    // Closing the consumer leaves the group; it blocks, so off the runtime's workers.
+    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
     info!(stage = wiring.stage, "stage stopped");
     Ok(())
 }

@@ -134,7 +134,7 @@ impl Stage for ValidateStage {
         let fields = validate_payload(&webhook.payload_json)
             .map_err(|e| StageFailure::permanent(format!("invalid webhook payload: {e}")))?;
 
-        let skip_reason = if !tenant.enabled_events.iter().any(|e| *e == meta.event) {
+        let skip_reason = if !tenant.enabled_events.contains(&meta.event) {
             Some(format!(
                 "event '{}' is not enabled for tenant '{}' (enabled: {})",
                 meta.event,

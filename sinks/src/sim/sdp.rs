@@ -191,19 +191,23 @@ impl SdpSimulator {
 }
 
 /// Checks Accept, auth and faults; on success returns the auth kind and token.
-fn admit(inner: &Shared, portal: &str, headers: &HeaderMap) -> Result<(&'static str, String), Response> {
+fn admit(inner: &Shared, portal: &str, headers: &HeaderMap) -> Result<(&'static str, String), Box<Response>> {
     let mut i = inner.lock().expect("simulator lock");
     i.calls += 1;
     let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
     if !accept.contains(SDP_ACCEPT) {
-        return Err(status_body(
+        return Err(Box::new(status_body(
             StatusCode::BAD_REQUEST,
             4000,
             "Accept header must be application/vnd.manageengine.sdp.v3+json",
-        ));
+        )));
     }
     let Some(p) = i.portals.get(portal) else {
-        return Err(status_body(StatusCode::NOT_FOUND, 4007, "Invalid URL: no such portal"));
+        return Err(Box::new(status_body(
+            StatusCode::NOT_FOUND,
+            4007,
+            "Invalid URL: no such portal",
+        )));
     };
     let presented = if let Some(t) = headers.get("authtoken").and_then(|v| v.to_str().ok()) {
         Some((SdpAuth::AuthToken, t.to_string()))
@@ -216,7 +220,11 @@ fn admit(inner: &Shared, portal: &str, headers: &HeaderMap) -> Result<(&'static 
     };
     match p.fault {
         Some(SdpFault::Unauthorized) => {
-            return Err(status_body(StatusCode::UNAUTHORIZED, 4022, "Invalid API key received"))
+            return Err(Box::new(status_body(
+                StatusCode::UNAUTHORIZED,
+                4022,
+                "Invalid API key received",
+            )));
         }
         Some(SdpFault::RateLimited { retry_after_secs }) => {
             let mut r = status_body(
@@ -226,23 +234,29 @@ fn admit(inner: &Shared, portal: &str, headers: &HeaderMap) -> Result<(&'static 
             );
             r.headers_mut()
                 .insert("retry-after", retry_after_secs.to_string().parse().expect("digits"));
-            return Err(r);
+            return Err(Box::new(r));
         }
         Some(SdpFault::ServerErrors { fraction }) if rand::random::<f64>() < fraction => {
-            return Err(status_body(
+            return Err(Box::new(status_body(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 5000,
                 "Internal server error",
-            ));
+            )));
         }
-        Some(SdpFault::ErrorInside200) => return Err(status_body(StatusCode::OK, 4001, "Operation failed")),
+        Some(SdpFault::ErrorInside200) => {
+            return Err(Box::new(status_body(StatusCode::OK, 4001, "Operation failed")));
+        }
         _ => {}
     }
     match (&p.auth, presented) {
         (Some((want_kind, want)), Some((kind, token))) if *want_kind == kind && *want == token => {
             Ok((kind.as_str(), token))
         }
-        _ => Err(status_body(StatusCode::UNAUTHORIZED, 4022, "Invalid API key received")),
+        _ => Err(Box::new(status_body(
+            StatusCode::UNAUTHORIZED,
+            4022,
+            "Invalid API key received",
+        ))),
     }
 }
 
@@ -268,7 +282,7 @@ async fn get_request(
     let latency = inner.lock().expect("simulator lock").latency;
     latency.wait().await;
     if let Err(r) = admit(&inner, &portal, &headers) {
-        return r;
+        return *r;
     }
     let mut i = inner.lock().expect("simulator lock");
     match request_of(&mut i, &portal, &id) {
@@ -283,7 +297,7 @@ async fn list_notes(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = admit(&inner, &portal, &headers) {
-        return r;
+        return *r;
     }
     let mut i = inner.lock().expect("simulator lock");
     if request_of(&mut i, &portal, &id).is_none() {
@@ -308,7 +322,7 @@ async fn add_note(
     latency.wait().await;
     let (auth_kind, token) = match admit(&inner, &portal, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let content_type = headers
         .get("content-type")
@@ -427,7 +441,7 @@ async fn list_solutions(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = admit(&inner, &portal, &headers) {
-        return r;
+        return *r;
     }
     let (criteria, limit) = search_terms(&q);
     let i = inner.lock().expect("simulator lock");
@@ -454,7 +468,7 @@ async fn list_assets(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = admit(&inner, &portal, &headers) {
-        return r;
+        return *r;
     }
     let (criteria, limit) = search_terms(&q);
     let i = inner.lock().expect("simulator lock");

@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 
 use super::{Store, StoreError, Tenant};
 
+/// A cached lookup: when it was made and what it found.
+type Entry = (Instant, Option<Arc<Tenant>>);
+
 pub struct TenantCache {
     store: Arc<dyn Store>,
     ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, Option<Arc<Tenant>>)>>,
+    entries: Mutex<HashMap<String, Entry>>,
 }
 
 impl TenantCache {

@@ -1,0 +1,268 @@
+//! Configuration from the environment (ARCHITECTURE §6), 12-factor style.
+//! `TICKETFLOW_CONFIG` may name a file of `KEY=VALUE` lines that adds to it;
+//! variables set in the environment win over the file.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sinks::Secret;
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Every setting, with its default in one place.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `KAFKA_BROKERS`; `None` runs the embedded broker.
+    pub kafka_brokers: Option<String>,
+    /// `SCYLLA_NODES`; `None` uses the embedded store.
+    pub scylla_nodes: Option<String>,
+    /// `TICKETFLOW_DATA_DIR` (default `./data`): embedded broker and store.
+    pub data_dir: PathBuf,
+    /// `TICKETFLOW_BROKER_ADDR` (default `127.0.0.1:9092`).
+    pub broker_addr: SocketAddr,
+    /// `TICKETFLOW_HTTP_ADDR` (default `127.0.0.1:8080`).
+    pub http_addr: SocketAddr,
+    /// `TICKETFLOW_ADMIN_TOKEN`; admin endpoints are off without it.
+    pub admin_token: Option<Secret>,
+    /// `LLM_BASE_URL` (default OpenRouter).
+    pub llm_base_url: String,
+    /// `LLM_API_KEY`.
+    pub llm_api_key: Option<Secret>,
+    /// `LLM_MODEL`.
+    pub llm_model: String,
+    /// `DISABLE_LLM_SYNTHESIS`.
+    pub disable_llm: bool,
+    /// `CONTEXT_TIMEOUT_MS` (30000).
+    pub context_timeout: Duration,
+    /// `TICKETFLOW_RETRY_TIERS` (`10s,60s,600s`).
+    pub retry_tiers: Vec<Duration>,
+    /// `CIRCUIT_BREAKER_THRESHOLD` (5).
+    pub breaker_threshold: u32,
+    /// `CIRCUIT_BREAKER_TIMEOUT_MS` (60000).
+    pub breaker_timeout: Duration,
+    /// `TICKETFLOW_TOPIC_PREFIX` (`ticketflow`).
+    pub topic_prefix: String,
+    /// `TICKETFLOW_PARTITIONS` (6): partitions of every topic created.
+    pub partitions: i32,
+    /// `TICKETFLOW_MAX_BODY_BYTES` (1 MiB).
+    pub max_body_bytes: usize,
+    /// `TICKETFLOW_TENANT_RATE` (1000): webhooks per second per tenant.
+    pub tenant_rate_per_sec: f64,
+    /// `SCHEMA_REGISTRY_URL`.
+    pub schema_registry_url: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
+    /// `TICKETFLOW_DRAIN_TIMEOUT_MS` (20000): bound on draining at shutdown and revoke.
+    pub drain_timeout: Duration,
+    /// `TICKETFLOW_MAX_IN_FLIGHT_<STAGE>`: per-stage in-flight bounds.
+    pub max_in_flight: HashMap<String, usize>,
+}
+
+/// Parses `10s`, `250ms`, `2m`, `1h`, or plain milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "ms"));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (like 10s, 250ms, 2m)"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        other => return Err(format!("unknown duration unit '{other}' in '{s}' (use ms, s, m, h)")),
+    })
+}
+
+/// Default in-flight bound per stage: high where the work is waiting on
+/// slow external calls (LLM), moderate where a rate-limited API is called.
+pub fn default_max_in_flight(stage: &str) -> usize {
+    match stage {
+        "synthesize" => 256,
+        "context" => 128,
+        "update" => 32,
+        _ => 64,
+    }
+}
+
+impl Config {
+    /// Reads the process environment (and `TICKETFLOW_CONFIG`).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut vars: HashMap<String, String> = HashMap::new();
+        if let Ok(path) = std::env::var("TICKETFLOW_CONFIG") {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError(format!("cannot read TICKETFLOW_CONFIG {path}: {e}")))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let (k, v) = line
+                    .split_once('=')
+                    .ok_or_else(|| ConfigError(format!("{path}:{}: expected KEY=VALUE", n + 1)))?;
+                vars.insert(k.trim().to_string(), v.trim().trim_matches('"').to_string());
+            }
+        }
+        vars.extend(std::env::vars());
+        Self::from_map(&vars)
+    }
+
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| vars.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let parse_addr = |k: &str, default: &str| -> Result<SocketAddr, ConfigError> {
+            let v = get(k).unwrap_or_else(|| default.to_string());
+            v.parse()
+                .map_err(|_| ConfigError(format!("{k}='{v}' is not an address like 127.0.0.1:8080")))
+        };
+        let parse_num = |k: &str, default: u64| -> Result<u64, ConfigError> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| ConfigError(format!("{k}='{v}' is not a non-negative integer"))),
+            }
+        };
+        let bool_of = |k: &str| -> Result<bool, ConfigError> {
+            match get(k).as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("false") | Some("0") | Some("no") => Ok(false),
+                Some("true") | Some("1") | Some("yes") => Ok(true),
+                Some(v) => Err(ConfigError(format!("{k}='{v}' is not true or false"))),
+            }
+        };
+        let retry_tiers = get("TICKETFLOW_RETRY_TIERS")
+            .unwrap_or_else(|| "10s,60s,600s".into())
+            .split(',')
+            .map(|t| parse_duration(t).map_err(|e| ConfigError(format!("TICKETFLOW_RETRY_TIERS: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        if retry_tiers.is_empty() || retry_tiers.len() > 10 {
+            return Err(ConfigError("TICKETFLOW_RETRY_TIERS must list 1 to 10 delays".into()));
+        }
+        let partitions = parse_num("TICKETFLOW_PARTITIONS", 6)?;
+        if !(1..=1000).contains(&partitions) {
+            return Err(ConfigError("TICKETFLOW_PARTITIONS must be between 1 and 1000".into()));
+        }
+        let prefix = get("TICKETFLOW_TOPIC_PREFIX").unwrap_or_else(|| "ticketflow".into());
+        if !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(ConfigError(format!(
+                "TICKETFLOW_TOPIC_PREFIX='{prefix}' may hold only letters, digits, '.', '_' and '-'"
+            )));
+        }
+        let mut max_in_flight = HashMap::new();
+        for stage in ["validate", "context", "synthesize", "update", "record"] {
+            let k = format!("TICKETFLOW_MAX_IN_FLIGHT_{}", stage.to_uppercase());
+            let n = parse_num(&k, default_max_in_flight(stage) as u64)?;
+            if n == 0 {
+                return Err(ConfigError(format!("{k} must be at least 1")));
+            }
+            max_in_flight.insert(stage.to_string(), n as usize);
+        }
+        let tenant_rate = match get("TICKETFLOW_TENANT_RATE") {
+            None => 1000.0,
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|r| *r > 0.0)
+                .ok_or_else(|| ConfigError(format!("TICKETFLOW_TENANT_RATE='{v}' is not a positive number")))?,
+        };
+        let llm_base_url = get("LLM_BASE_URL").unwrap_or_else(|| "https://openrouter.ai/api/v1".into());
+        if !(llm_base_url.starts_with("http://") || llm_base_url.starts_with("https://")) {
+            return Err(ConfigError(format!(
+                "LLM_BASE_URL='{llm_base_url}' must be an http(s) URL"
+            )));
+        }
+        Ok(Config {
+            kafka_brokers: get("KAFKA_BROKERS"),
+            scylla_nodes: get("SCYLLA_NODES"),
+            data_dir: PathBuf::from(get("TICKETFLOW_DATA_DIR").unwrap_or_else(|| "./data".into())),
+            broker_addr: parse_addr("TICKETFLOW_BROKER_ADDR", "127.0.0.1:9092")?,
+            http_addr: parse_addr("TICKETFLOW_HTTP_ADDR", "127.0.0.1:8080")?,
+            admin_token: get("TICKETFLOW_ADMIN_TOKEN").map(Secret::new),
+            llm_base_url,
+            llm_api_key: get("LLM_API_KEY").map(Secret::new),
+            llm_model: get("LLM_MODEL").unwrap_or_else(|| "openai/gpt-4o-mini".into()),
+            disable_llm: bool_of("DISABLE_LLM_SYNTHESIS")?,
+            context_timeout: Duration::from_millis(parse_num("CONTEXT_TIMEOUT_MS", 30_000)?),
+            retry_tiers,
+            breaker_threshold: parse_num("CIRCUIT_BREAKER_THRESHOLD", 5)? as u32,
+            breaker_timeout: Duration::from_millis(parse_num("CIRCUIT_BREAKER_TIMEOUT_MS", 60_000)?),
+            topic_prefix: prefix,
+            partitions: partitions as i32,
+            max_body_bytes: parse_num("TICKETFLOW_MAX_BODY_BYTES", 1024 * 1024)? as usize,
+            tenant_rate_per_sec: tenant_rate,
+            schema_registry_url: get("SCHEMA_REGISTRY_URL"),
+            otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            drain_timeout: Duration::from_millis(parse_num("TICKETFLOW_DRAIN_TIMEOUT_MS", 20_000)?),
+            max_in_flight,
+        })
+    }
+
+    /// The bootstrap servers clients connect to.
+    pub fn bootstrap_servers(&self) -> String {
+        self.kafka_brokers
+            .clone()
+            .unwrap_or_else(|| self.broker_addr.to_string())
+    }
+
+    /// Path of the embedded store.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("store.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_map(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.broker_addr.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            c.retry_tiers,
+            vec![
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+                Duration::from_secs(600)
+            ]
+        );
+        assert_eq!(c.context_timeout, Duration::from_secs(30));
+        assert_eq!(c.breaker_threshold, 5);
+        assert_eq!(c.topic_prefix, "ticketflow");
+        assert_eq!(c.llm_base_url, "https://openrouter.ai/api/v1");
+        assert!(c.kafka_brokers.is_none() && !c.disable_llm);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (k, v) in [
+            ("TICKETFLOW_HTTP_ADDR", "localhost"),
+            ("TICKETFLOW_RETRY_TIERS", "10s,soon"),
+            ("CONTEXT_TIMEOUT_MS", "-1"),
+            ("DISABLE_LLM_SYNTHESIS", "maybe"),
+            ("TICKETFLOW_TOPIC_PREFIX", "a b"),
+            ("LLM_BASE_URL", "ftp://x"),
+            ("TICKETFLOW_MAX_IN_FLIGHT_UPDATE", "0"),
+        ] {
+            let e = cfg(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(k), "{e}");
+        }
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("2d").is_err());
+    }
+}
