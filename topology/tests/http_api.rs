@@ -12,8 +12,16 @@ use sinks::servicedesk::SdpAuth;
 use sinks::store::{EmbeddedStore, Store, TenantCache};
 use tokio_util::sync::CancellationToken;
 
-const ACME: Tenant = Tenant { id: "acme", auth: SdpAuth::Zoho, token: "zoho-acme" };
-const GLOBEX: Tenant = Tenant { id: "globex", auth: SdpAuth::AuthToken, token: "key-globex" };
+const ACME: Tenant = Tenant {
+    id: "acme",
+    auth: SdpAuth::Zoho,
+    token: "zoho-acme",
+};
+const GLOBEX: Tenant = Tenant {
+    id: "globex",
+    auth: SdpAuth::AuthToken,
+    token: "key-globex",
+};
 
 async fn post(h: &Harness, path: &str, headers: &[(&str, String)], body: &str) -> (u16, Value, Option<String>) {
     let mut rb = h.http.post(format!("{}{path}", h.base())).body(body.to_string());
@@ -30,7 +38,10 @@ fn signed(secret: &str, id: &str, ts: i64, body: &str) -> Vec<(&'static str, Str
         ("content-type", "application/json".into()),
         ("webhook-id", id.into()),
         ("webhook-timestamp", ts.to_string()),
-        ("webhook-signature", ingest::signature::sign(secret, id, ts, body.as_bytes()).unwrap()),
+        (
+            "webhook-signature",
+            ingest::signature::sign(secret, id, ts, body.as_bytes()).unwrap(),
+        ),
     ]
 }
 
@@ -49,7 +60,10 @@ async fn every_bad_webhook_gets_its_status_and_error_body() {
 
     // 401: each Standard Webhooks header missing.
     for missing in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
-        let hs: Vec<_> = signed(&secret, "m1", now, good).into_iter().filter(|(k, _)| *k != missing).collect();
+        let hs: Vec<_> = signed(&secret, "m1", now, good)
+            .into_iter()
+            .filter(|(k, _)| *k != missing)
+            .collect();
         let (s, v, _) = post(&h, path, &hs, good).await;
         assert_eq!((s, code(&v)), (401, "missing_signature_headers"), "{missing}");
         assert!(v["error"]["message"].as_str().unwrap().contains(missing));
@@ -57,21 +71,36 @@ async fn every_bad_webhook_gets_its_status_and_error_body() {
 
     // 403, indistinguishable: tampered body, wrong secret, empty v1, stale and future timestamps, unknown tenant.
     let mut cases: Vec<(String, Vec<(&str, String)>, String)> = Vec::new();
-    cases.push((path.into(), signed(&secret, "m2", now, good), good.replace("VPN", "VPM")));
-    cases.push((path.into(), signed(&ingest::signature::generate_secret(), "m3", now, good), good.into()));
+    cases.push((
+        path.into(),
+        signed(&secret, "m2", now, good),
+        good.replace("VPN", "VPM"),
+    ));
+    cases.push((
+        path.into(),
+        signed(&ingest::signature::generate_secret(), "m3", now, good),
+        good.into(),
+    ));
     let mut empty = signed(&secret, "m4", now, good);
     empty[3].1 = "v1,".into();
     cases.push((path.into(), empty, good.into()));
     cases.push((path.into(), signed(&secret, "m5", now - 301, good), good.into()));
     cases.push((path.into(), signed(&secret, "m6", now + 301, good), good.into()));
-    cases.push(("/webhooks/servicedesk/nobody".into(), signed(&secret, "m7", now, good), good.into()));
+    cases.push((
+        "/webhooks/servicedesk/nobody".into(),
+        signed(&secret, "m7", now, good),
+        good.into(),
+    ));
     let mut bodies = Vec::new();
     for (p, hs, body) in &cases {
         let (s, v, _) = post(&h, p, hs, body).await;
         assert_eq!(s, 403, "{p} {v}");
         bodies.push(v);
     }
-    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "403 bodies must not tell the cases apart");
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "403 bodies must not tell the cases apart"
+    );
 
     // 413: over TICKETFLOW_MAX_BODY_BYTES.
     let big = format!(r#"{{"request":{{"id":"1","description":"{}"}}}}"#, "x".repeat(5000));
@@ -90,7 +119,11 @@ async fn every_bad_webhook_gets_its_status_and_error_body() {
     assert_eq!((s, code(&v)), (400, "malformed_json"));
 
     // 422: required field missing, named.
-    for (body, field) in [(r#"{"request":{"subject":"x"}}"#, "request.id"), (r#"{"event":"request_created"}"#, "request"), (r#"{"request":{"id":{"x":1}}}"#, "request.id")] {
+    for (body, field) in [
+        (r#"{"request":{"subject":"x"}}"#, "request.id"),
+        (r#"{"event":"request_created"}"#, "request"),
+        (r#"{"request":{"id":{"x":1}}}"#, "request.id"),
+    ] {
         let (s, v, _) = post(&h, path, &signed(&secret, "m11", now, body), body).await;
         assert_eq!((s, code(&v)), (422, "missing_field"), "{body}");
         assert!(v["error"]["message"].as_str().unwrap().contains(field), "{v}");
@@ -111,13 +144,29 @@ async fn every_bad_webhook_gets_its_status_and_error_body() {
 
     // Rotation: the previous secret stays valid during the grace period.
     let store = h.running().store.clone();
-    let new_secret = topology::tenants::rotate(store.as_ref(), "acme", None, Duration::from_secs(3600)).await.unwrap();
+    let new_secret = topology::tenants::rotate(store.as_ref(), "acme", None, Duration::from_secs(3600))
+        .await
+        .unwrap();
     tokio::time::sleep(topology::app::TENANT_CACHE_TTL + Duration::from_millis(200)).await;
-    assert_eq!(post(&h, path, &signed(&secret, "rot-old", now, good), good).await.0, 202, "previous secret");
-    assert_eq!(post(&h, path, &signed(&new_secret, "rot-new", now, good), good).await.0, 202, "new secret");
-    topology::tenants::rotate(store.as_ref(), "acme", None, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        post(&h, path, &signed(&secret, "rot-old", now, good), good).await.0,
+        202,
+        "previous secret"
+    );
+    assert_eq!(
+        post(&h, path, &signed(&new_secret, "rot-new", now, good), good).await.0,
+        202,
+        "new secret"
+    );
+    topology::tenants::rotate(store.as_ref(), "acme", None, Duration::ZERO)
+        .await
+        .unwrap();
     tokio::time::sleep(topology::app::TENANT_CACHE_TTL + Duration::from_millis(200)).await;
-    assert_eq!(post(&h, path, &signed(&secret, "rot-gone", now, good), good).await.0, 403, "grace over for the first secret");
+    assert_eq!(
+        post(&h, path, &signed(&secret, "rot-gone", now, good), good).await.0,
+        403,
+        "grace over for the first secret"
+    );
     h.stop().await;
 }
 
@@ -131,11 +180,19 @@ async fn tenant_over_its_ingest_rate_gets_429_with_retry_after() {
         let (s, v) = h.send("acme", &format!("{i}"), &format!("r{i}"), "Disk full").await;
         statuses.push((s, v));
     }
-    let limited = statuses.iter().find(|(s, _)| *s == 429).expect("a 429 once the burst is spent");
+    let limited = statuses
+        .iter()
+        .find(|(s, _)| *s == 429)
+        .expect("a 429 once the burst is spent");
     assert_eq!(code(&limited.1), "rate_limited");
     let (s, _) = h.send("globex", "1", "g1", "Other tenant").await;
     assert_eq!(s, 202, "another tenant is not limited by acme's rate");
-    let hs = signed(&h.secrets["acme"], "r9", sinks::now_ms() / 1000, r#"{"request":{"id":"9"}}"#);
+    let hs = signed(
+        &h.secrets["acme"],
+        "r9",
+        sinks::now_ms() / 1000,
+        r#"{"request":{"id":"9"}}"#,
+    );
     let (s, _, retry) = post(&h, "/webhooks/servicedesk/acme", &hs, r#"{"request":{"id":"9"}}"#).await;
     assert_eq!(s, 429);
     assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
@@ -153,8 +210,17 @@ async fn broker_unavailable_gives_503_never_202() {
     let dead = format!("127.0.0.1:{}", common::free_port());
     let factory = topology::kafka::KafkaFactory::new(dead.clone());
     let producer = factory.producer(Duration::from_millis(1500)).unwrap();
-    let ops = Arc::new(topology::ops::KafkaOps { factory, dataflow: topology::dataflow::Dataflow::new("ticketflow", 1, vec![Duration::from_secs(1)]), services: None });
-    let state = ingest::IngestState::new(TenantCache::new(store.clone(), Duration::from_secs(1)), producer, ingest::IngestSettings::default(), ops);
+    let ops = Arc::new(topology::ops::KafkaOps {
+        factory,
+        dataflow: topology::dataflow::Dataflow::new("ticketflow", 1, vec![Duration::from_secs(1)]),
+        services: None,
+    });
+    let state = ingest::IngestState::new(
+        TenantCache::new(store.clone(), Duration::from_secs(1)),
+        producer,
+        ingest::IngestSettings::default(),
+        ops,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let token = CancellationToken::new();
@@ -174,7 +240,10 @@ async fn broker_unavailable_gives_503_never_202() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(code(&v), "broker_unavailable");
     // The retry of an unacknowledged webhook is the same job (same ids) once accepted.
-    let claim = store.claim_webhook("acme", "w1", "new-job", "new-corr", 60_000).await.unwrap();
+    let claim = store
+        .claim_webhook("acme", "w1", "new-job", "new-corr", 60_000)
+        .await
+        .unwrap();
     assert!(matches!(claim, sinks::store::WebhookClaim::Proceed { job_id, .. } if job_id != "new-job"));
     // Readiness says why.
     let r = http.get(format!("http://{addr}/health/ready")).send().await.unwrap();
@@ -192,8 +261,15 @@ async fn tenant_api_never_crosses_tenants_and_admin_needs_its_token() {
     h.add_tenant(&GLOBEX).await;
     let (_, a) = h.send("acme", "100", "a1", "Shared drive slow").await;
     let (_, g) = h.send("globex", "100", "g1", "Shared drive slow").await;
-    let (ja, jg) = (a["job_id"].as_str().unwrap().to_string(), g["job_id"].as_str().unwrap().to_string());
-    h.wait_history(&[("acme".into(), ja.clone()), ("globex".into(), jg.clone())], Duration::from_secs(60)).await;
+    let (ja, jg) = (
+        a["job_id"].as_str().unwrap().to_string(),
+        g["job_id"].as_str().unwrap().to_string(),
+    );
+    h.wait_history(
+        &[("acme".into(), ja.clone()), ("globex".into(), jg.clone())],
+        Duration::from_secs(60),
+    )
+    .await;
     let (ta, tg) = (h.tokens["acme"].clone(), h.tokens["globex"].clone());
     let get = |path: String, token: Option<String>| {
         let mut rb = h.http.get(format!("{}{path}", h.base()));
@@ -209,23 +285,47 @@ async fn tenant_api_never_crosses_tenants_and_admin_needs_its_token() {
     // History: each tenant sees its own job, never the other's.
     let (s, v) = get(format!("/api/v1/enhancements/{ja}"), Some(ta.clone())).await;
     assert_eq!((s, v["tenant_id"].as_str()), (200, Some("acme")));
-    assert_eq!(get(format!("/api/v1/enhancements/{jg}"), Some(ta.clone())).await.0, 404, "acme must not read globex's job");
+    assert_eq!(
+        get(format!("/api/v1/enhancements/{jg}"), Some(ta.clone())).await.0,
+        404,
+        "acme must not read globex's job"
+    );
     let (_, v) = get("/api/v1/enhancements?ticket_id=100".into(), Some(tg.clone())).await;
     let rows = v["enhancements"].as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["tenant_id"], "globex");
     assert_eq!(get("/api/v1/enhancements?ticket_id=100".into(), None).await.0, 401);
-    assert_eq!(get("/api/v1/enhancements?ticket_id=100".into(), Some("tf_wrong".into())).await.0, 401);
+    assert_eq!(
+        get("/api/v1/enhancements?ticket_id=100".into(), Some("tf_wrong".into()))
+            .await
+            .0,
+        401
+    );
     assert_eq!(get("/api/v1/enhancements".into(), Some(ta.clone())).await.0, 400);
 
     // Feedback: only on one's own jobs; list and stats are per tenant.
     let fb = |token: &str, job: &str, rating: i64| {
-        h.http.post(format!("{}/api/v1/feedback", h.base())).bearer_auth(token).json(&json!({"job_id": job, "rating": rating, "helpful": true, "technician": "sam"})).send()
+        h.http
+            .post(format!("{}/api/v1/feedback", h.base()))
+            .bearer_auth(token)
+            .json(&json!({"job_id": job, "rating": rating, "helpful": true, "technician": "sam"}))
+            .send()
     };
     assert_eq!(fb(&ta, &ja, 5).await.unwrap().status().as_u16(), 201);
-    assert_eq!(fb(&ta, &jg, 1).await.unwrap().status().as_u16(), 404, "feedback on another tenant's job");
+    assert_eq!(
+        fb(&ta, &jg, 1).await.unwrap().status().as_u16(),
+        404,
+        "feedback on another tenant's job"
+    );
     assert_eq!(fb(&ta, &ja, 9).await.unwrap().status().as_u16(), 422);
-    let bad = h.http.post(format!("{}/api/v1/feedback", h.base())).bearer_auth(&ta).body("{not json").send().await.unwrap();
+    let bad = h
+        .http
+        .post(format!("{}/api/v1/feedback", h.base()))
+        .bearer_auth(&ta)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
     let (s, v) = get("/api/v1/feedback".into(), Some(ta.clone())).await;
     assert_eq!((s, v["count"].as_u64()), (200, Some(1)));
@@ -234,15 +334,29 @@ async fn tenant_api_never_crosses_tenants_and_admin_needs_its_token() {
     let (_, v) = get("/api/v1/feedback/stats".into(), Some(ta.clone())).await;
     assert_eq!(v["average_rating"], 5.0);
     assert_eq!(v["helpful_ratio"], 1.0);
-    assert_eq!(get("/api/v1/feedback?start_date=2026-13-01".into(), Some(ta.clone())).await.0, 400);
+    assert_eq!(
+        get("/api/v1/feedback?start_date=2026-13-01".into(), Some(ta.clone()))
+            .await
+            .0,
+        400
+    );
 
     // Admin endpoints.
     assert_eq!(get("/api/v1/lag".into(), None).await.0, 401);
-    assert_eq!(get("/api/v1/lag".into(), Some(ta.clone())).await.0, 401, "a tenant token is not the admin token");
+    assert_eq!(
+        get("/api/v1/lag".into(), Some(ta.clone())).await.0,
+        401,
+        "a tenant token is not the admin token"
+    );
     let (s, v) = get("/api/v1/lag".into(), Some("admin-secret".into())).await;
     assert_eq!(s, 200);
     assert_eq!(v["groups"].as_array().unwrap().len(), 5);
-    assert_eq!(get("/api/v1/dlq?stage=bogus".into(), Some("admin-secret".into())).await.0, 400);
+    assert_eq!(
+        get("/api/v1/dlq?stage=bogus".into(), Some("admin-secret".into()))
+            .await
+            .0,
+        400
+    );
     let (s, v) = get("/api/v1/dlq?stage=update".into(), Some("admin-secret".into())).await;
     assert_eq!((s, v["count"].as_u64()), (200, Some(0)));
 
@@ -255,11 +369,33 @@ async fn tenant_api_never_crosses_tenants_and_admin_needs_its_token() {
     for check in ["kafka", "store", "llm", "servicedesk"] {
         assert_eq!(v["checks"][check]["status"], "ok", "{check}: {v}");
     }
-    let metrics = h.http.get(format!("{}/metrics", h.base())).send().await.unwrap().text().await.unwrap();
-    for name in ["ticketflow_webhooks_received_total", "ticketflow_stage_records_total", "ticketflow_stage_duration_seconds", "ticketflow_external_request_duration_seconds", "ticketflow_enhancements_total"] {
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.base()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "ticketflow_webhooks_received_total",
+        "ticketflow_stage_records_total",
+        "ticketflow_stage_duration_seconds",
+        "ticketflow_external_request_duration_seconds",
+        "ticketflow_enhancements_total",
+    ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
-    let page = h.http.get(format!("{}/dashboard", h.base())).send().await.unwrap().text().await.unwrap();
+    let page = h
+        .http
+        .get(format!("{}/dashboard", h.base()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("ticketflow.update"), "dashboard shows the groups");
     assert_eq!(get("/nope".into(), None).await.0, 404);
     h.stop().await;

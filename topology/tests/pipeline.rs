@@ -15,9 +15,21 @@ use sinks::sim::{LlmFault, SdpFault};
 use sinks::store::HistoryStatus;
 
 const TENANTS: [Tenant; 3] = [
-    Tenant { id: "acme", auth: SdpAuth::Zoho, token: "zoho-acme" },
-    Tenant { id: "globex", auth: SdpAuth::AuthToken, token: "key-globex" },
-    Tenant { id: "initech", auth: SdpAuth::Zoho, token: "zoho-initech" },
+    Tenant {
+        id: "acme",
+        auth: SdpAuth::Zoho,
+        token: "zoho-acme",
+    },
+    Tenant {
+        id: "globex",
+        auth: SdpAuth::AuthToken,
+        token: "key-globex",
+    },
+    Tenant {
+        id: "initech",
+        auth: SdpAuth::Zoho,
+        token: "zoho-initech",
+    },
 ];
 
 /// Sends `n` webhooks round-robin over the tenants, 16 at a time; returns
@@ -28,7 +40,14 @@ async fn send_many(h: &Harness, n: usize, id_prefix: &str) -> Vec<(String, Strin
             let tenant = TENANTS[i % 3].id.to_string();
             let ticket = format!("{}", 5000 + i);
             let wid = format!("{id_prefix}-{i}");
-            let (status, body) = h.send(&tenant, &ticket, &wid, &format!("Laptop {i} cannot print to floor printer")).await;
+            let (status, body) = h
+                .send(
+                    &tenant,
+                    &ticket,
+                    &wid,
+                    &format!("Laptop {i} cannot print to floor printer"),
+                )
+                .await;
             (tenant, ticket, wid, status, body)
         })
         .buffer_unordered(16)
@@ -43,10 +62,21 @@ async fn two_hundred_webhooks_three_tenants_exactly_one_note_each() {
         h.add_tenant(t).await;
     }
     let sent = send_many(&h, 200, "msg").await;
-    assert!(sent.iter().all(|s| s.3 == 202), "all accepted: {:?}", sent.iter().find(|s| s.3 != 202));
-    let jobs: Vec<(String, String)> = sent.iter().map(|s| (s.0.clone(), s.4["job_id"].as_str().unwrap().to_string())).collect();
+    assert!(
+        sent.iter().all(|s| s.3 == 202),
+        "all accepted: {:?}",
+        sent.iter().find(|s| s.3 != 202)
+    );
+    let jobs: Vec<(String, String)> = sent
+        .iter()
+        .map(|s| (s.0.clone(), s.4["job_id"].as_str().unwrap().to_string()))
+        .collect();
     let rows = h.wait_history(&jobs, Duration::from_secs(180)).await;
-    assert!(rows.values().all(|r| r.status == HistoryStatus::Success), "{:?}", rows.values().find(|r| r.status != HistoryStatus::Success));
+    assert!(
+        rows.values().all(|r| r.status == HistoryStatus::Success),
+        "{:?}",
+        rows.values().find(|r| r.status != HistoryStatus::Success)
+    );
 
     let notes = h.sdp.notes();
     assert_eq!(notes.len(), 200);
@@ -70,7 +100,10 @@ async fn two_hundred_webhooks_three_tenants_exactly_one_note_each() {
     let again = send_many(&h, 200, "msg").await;
     for (a, b) in again.iter().map(|a| (a, sent.iter().find(|s| s.2 == a.2).unwrap())) {
         assert_eq!(a.3, 202);
-        assert_eq!(a.4["job_id"], b.4["job_id"], "a repeated webhook-id returns the first job's ids");
+        assert_eq!(
+            a.4["job_id"], b.4["job_id"],
+            "a repeated webhook-id returns the first job's ids"
+        );
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(h.sdp.notes().len(), 200, "no note for repeated webhook-ids");
@@ -92,7 +125,12 @@ async fn two_hundred_webhooks_three_tenants_exactly_one_note_each() {
             assert_eq!(v[2..10], Codec::builtin().fingerprint_of::<WebhookReceived>());
             let headers = m.headers().unwrap();
             for name in ["correlation_id", "tenant_id", "job_id", "traceparent", "attempt"] {
-                assert!(headers.iter().any(|hd| hd.key == name && hd.value.is_some_and(|v| !v.is_empty())), "header {name}");
+                assert!(
+                    headers
+                        .iter()
+                        .any(|hd| hd.key == name && hd.value.is_some_and(|v| !v.is_empty())),
+                    "header {name}"
+                );
             }
             let w: WebhookReceived = Codec::builtin().decode(v).unwrap();
             assert_eq!(String::from_utf8_lossy(m.key().unwrap()), w.meta.key());
@@ -107,18 +145,41 @@ async fn two_hundred_webhooks_three_tenants_exactly_one_note_each() {
 async fn llm_failures_fall_back_and_history_says_so() {
     let mut h = Harness::start(&[]).await;
     h.add_tenant(&TENANTS[0]).await;
-    for (i, fault) in [LlmFault::Status { status: 503, retry_after_secs: Some(1) }, LlmFault::ErrorInside200].into_iter().enumerate() {
+    for (i, fault) in [
+        LlmFault::Status {
+            status: 503,
+            retry_after_secs: Some(1),
+        },
+        LlmFault::ErrorInside200,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         h.llm.set_fault(Some(fault));
-        let (status, body) = h.send("acme", &format!("70{i}"), &format!("llm-{i}"), "Email bounces for external domains").await;
+        let (status, body) = h
+            .send(
+                "acme",
+                &format!("70{i}"),
+                &format!("llm-{i}"),
+                "Email bounces for external domains",
+            )
+            .await;
         assert_eq!(status, 202);
         let job = body["job_id"].as_str().unwrap().to_string();
-        let rows = h.wait_history(&[("acme".into(), job.clone())], Duration::from_secs(60)).await;
+        let rows = h
+            .wait_history(&[("acme".into(), job.clone())], Duration::from_secs(60))
+            .await;
         let row = &rows[&job];
         assert_eq!(row.status, HistoryStatus::Fallback, "{row:?}");
         assert_eq!(row.method.as_deref(), Some("fallback"));
         let reason = row.error_message.as_deref().unwrap();
         assert!(reason.contains("503") || reason.contains("inside HTTP 200"), "{reason}");
-        let note = h.sdp.notes().into_iter().find(|n| n.description.contains(&job)).expect("fallback note posted");
+        let note = h
+            .sdp
+            .notes()
+            .into_iter()
+            .find(|n| n.description.contains(&job))
+            .expect("fallback note posted");
         assert!(note.description.contains("automatic summary unavailable"));
     }
     h.stop().await;
@@ -131,9 +192,15 @@ async fn disabled_llm_makes_no_request() {
     let (status, body) = h.send("globex", "801", "off-1", "Wi-Fi drops in meeting room").await;
     assert_eq!(status, 202);
     let job = body["job_id"].as_str().unwrap().to_string();
-    let rows = h.wait_history(&[("globex".into(), job.clone())], Duration::from_secs(60)).await;
+    let rows = h
+        .wait_history(&[("globex".into(), job.clone())], Duration::from_secs(60))
+        .await;
     assert_eq!(rows[&job].status, HistoryStatus::Fallback);
-    assert!(rows[&job].error_message.as_deref().unwrap().contains("DISABLE_LLM_SYNTHESIS"));
+    assert!(rows[&job]
+        .error_message
+        .as_deref()
+        .unwrap()
+        .contains("DISABLE_LLM_SYNTHESIS"));
     assert_eq!(h.llm.requests(), 0, "no LLM request at all");
     assert_eq!(h.sdp.note_count(), 1);
     h.stop().await;
@@ -148,14 +215,21 @@ async fn sdp_401_for_one_tenant_dead_letters_its_jobs_only() {
     h.sdp.set_fault("globex", Some(SdpFault::Unauthorized));
     let sent = send_many(&h, 30, "auth").await;
     assert!(sent.iter().all(|s| s.3 == 202));
-    let jobs: Vec<(String, String)> = sent.iter().map(|s| (s.0.clone(), s.4["job_id"].as_str().unwrap().to_string())).collect();
+    let jobs: Vec<(String, String)> = sent
+        .iter()
+        .map(|s| (s.0.clone(), s.4["job_id"].as_str().unwrap().to_string()))
+        .collect();
     let rows = h.wait_history(&jobs, Duration::from_secs(120)).await;
     for (tenant, job) in &jobs {
         let row = &rows[job];
         if tenant == "globex" {
             assert_eq!(row.status, HistoryStatus::Failed, "{row:?}");
             assert_eq!(row.failed_stage.as_deref(), Some("update"));
-            assert!(row.error_message.as_deref().unwrap().contains("401"), "{:?}", row.error_message);
+            assert!(
+                row.error_message.as_deref().unwrap().contains("401"),
+                "{:?}",
+                row.error_message
+            );
         } else {
             assert_eq!(row.status, HistoryStatus::Success);
         }
@@ -166,7 +240,11 @@ async fn sdp_401_for_one_tenant_dead_letters_its_jobs_only() {
     // The jobs are on ticketflow.update.dlq, visible to operators.
     let dlq = h.running().ops.dlq_records("update", 100).await.unwrap();
     assert_eq!(dlq["count"], 10, "{dlq}");
-    assert!(dlq["records"].as_array().unwrap().iter().all(|r| r["envelope"]["tenant_id"] == "globex" && r["envelope"]["error_class"] == "permanent"));
+    assert!(dlq["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["envelope"]["tenant_id"] == "globex" && r["envelope"]["error_class"] == "permanent"));
 
     // Fix the credentials and retry the DLQ: the notes arrive, history turns to success.
     h.sdp.set_fault("globex", None);
@@ -184,6 +262,9 @@ async fn sdp_401_for_one_tenant_dead_letters_its_jobs_only() {
     }
     assert_eq!(h.sdp.note_count(), 30);
     // Retrying "everything not retried before" again re-sends nothing.
-    assert_eq!(h.running().ops.dlq_retry_records("update", None).await.unwrap()["resent"], 0);
+    assert_eq!(
+        h.running().ops.dlq_retry_records("update", None).await.unwrap()["resent"],
+        0
+    );
     h.stop().await;
 }

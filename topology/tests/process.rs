@@ -22,7 +22,9 @@ struct Env {
 impl Env {
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ticketflow"));
-        c.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        c.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
         for (k, v) in &self.vars {
             c.env(k, v);
         }
@@ -30,7 +32,11 @@ impl Env {
     }
 
     fn start(&self) -> Child {
-        self.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+        self.command(&["run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
     }
 }
 
@@ -48,20 +54,29 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
 }
 
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(Instant::now() < deadline, "ticketflow did not exit within 40 s of SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "ticketflow did not exit within 40 s of SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 async fn send(http: &reqwest::Client, base: &str, secret: &str, i: usize) -> Option<Value> {
-    let body = format!(r#"{{"event":"request_created","request":{{"id":"{}","subject":"Monitor {i} flickers","priority":"Low"}}}}"#, 9000 + i);
+    let body = format!(
+        r#"{{"event":"request_created","request":{{"id":"{}","subject":"Monitor {i} flickers","priority":"Low"}}}}"#,
+        9000 + i
+    );
     let id = format!("sigterm-{i}");
     let ts = sinks::now_ms() / 1000;
     let sig = ingest::signature::sign(secret, &id, ts, body.as_bytes()).unwrap();
@@ -91,7 +106,10 @@ async fn sigterm_mid_stream_then_restart_enhances_every_accepted_webhook_exactly
     sdp.auto_create_requests(true);
     let llm = LlmSimulator::start().await.unwrap();
     // Slow enough that SIGTERM finds records in flight.
-    llm.set_latency(sinks::sim::Latency { min: Duration::from_millis(50), max: Duration::from_millis(300) });
+    llm.set_latency(sinks::sim::Latency {
+        min: Duration::from_millis(50),
+        max: Duration::from_millis(300),
+    });
     let http_port = free_port();
     let env = Env {
         vars: vec![
@@ -107,13 +125,38 @@ async fn sigterm_mid_stream_then_restart_enhances_every_accepted_webhook_exactly
     };
 
     // Bad CLI input: one line, non-zero exit.
-    let out = env.command(&["tenants", "add", "acme", "--servicedesk-url", "not a url", "--servicedesk-token", "t"]).output().unwrap();
+    let out = env
+        .command(&[
+            "tenants",
+            "add",
+            "acme",
+            "--servicedesk-url",
+            "not a url",
+            "--servicedesk-token",
+            "t",
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("error: invalid --servicedesk-url") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.starts_with("error: invalid --servicedesk-url") && err.trim().lines().count() == 1,
+        "{err}"
+    );
 
     let out = env
-        .command(&["tenants", "add", "acme", "--servicedesk-url", &sdp.base_url("acme"), "--servicedesk-token", "zoho-acme", "--servicedesk-auth", "zoho", "--json"])
+        .command(&[
+            "tenants",
+            "add",
+            "acme",
+            "--servicedesk-url",
+            &sdp.base_url("acme"),
+            "--servicedesk-token",
+            "zoho-acme",
+            "--servicedesk-auth",
+            "zoho",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -130,7 +173,10 @@ async fn sigterm_mid_stream_then_restart_enhances_every_accepted_webhook_exactly
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list[0]["tenant_id"], "acme");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains(&secret), "list never prints secrets");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&secret),
+        "list never prints secrets"
+    );
 
     const N: usize = 120;
     let mut accepted: HashMap<usize, String> = HashMap::new();

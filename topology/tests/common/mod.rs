@@ -15,7 +15,11 @@ use topology::config::Config;
 use topology::tenants::{self, AddTenant};
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Harness {
@@ -55,7 +59,16 @@ impl Harness {
         }
         let config = Config::from_map(&vars).unwrap();
         let running = app::start(&config, &app::COMPONENTS.map(String::from)).await.unwrap();
-        Harness { running: Some(running), sdp, llm, dir, config, http: reqwest::Client::new(), secrets: HashMap::new(), tokens: HashMap::new() }
+        Harness {
+            running: Some(running),
+            sdp,
+            llm,
+            dir,
+            config,
+            http: reqwest::Client::new(),
+            secrets: HashMap::new(),
+            tokens: HashMap::new(),
+        }
     }
 
     pub fn running(&self) -> &Running {
@@ -128,7 +141,12 @@ impl Harness {
             if done.len() == jobs.len() {
                 return done;
             }
-            assert!(Instant::now() < deadline, "only {} of {} jobs recorded within {timeout:?}", done.len(), jobs.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {} jobs recorded within {timeout:?}",
+                done.len(),
+                jobs.len()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
