@@ -272,6 +272,7 @@ async fn handle(
             .map(processors::headers::child_traceparent)
             .unwrap_or_else(processors::headers::new_traceparent),
         attempt: 1,
+        replayed_from: None,
     };
     let sent = state
         .producer

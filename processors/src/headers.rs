@@ -13,6 +13,11 @@ pub struct JobHeaders {
     pub job_id: String,
     pub traceparent: String,
     pub attempt: i32,
+    /// Set by `ticketflow replay`: where the replayed webhook was read
+    /// (`topic/partition@offset`). A replayed job is an operator's explicit
+    /// request to enhance the ticket again, so validate does not treat it as
+    /// a duplicate `request_created`.
+    pub replayed_from: Option<String>,
 }
 
 /// Why a record's headers are unusable.
@@ -52,6 +57,7 @@ impl JobHeaders {
             job_id: need("job_id")?,
             traceparent: need("traceparent")?,
             attempt: get_owned(headers, "attempt").and_then(|a| a.parse().ok()).unwrap_or(1),
+            replayed_from: get_owned(headers, "replayed_from").map(str::to_string),
         })
     }
 
@@ -66,7 +72,7 @@ impl JobHeaders {
 
     pub fn to_kafka(&self) -> OwnedHeaders {
         let attempt = self.attempt.to_string();
-        OwnedHeaders::new_with_capacity(10)
+        let headers = OwnedHeaders::new_with_capacity(11)
             .insert(Header {
                 key: "correlation_id",
                 value: Some(self.correlation_id.as_str()),
@@ -86,7 +92,14 @@ impl JobHeaders {
             .insert(Header {
                 key: "attempt",
                 value: Some(attempt.as_str()),
-            })
+            });
+        match &self.replayed_from {
+            Some(from) => headers.insert(Header {
+                key: "replayed_from",
+                value: Some(from.as_str()),
+            }),
+            None => headers,
+        }
     }
 }
 
@@ -174,6 +187,7 @@ mod tests {
             job_id: "j".into(),
             traceparent: new_traceparent(),
             attempt: 2,
+            replayed_from: Some("ticketflow.webhooks/0@7".into()),
         };
         let owned = h.to_kafka();
         assert_eq!(JobHeaders::from_kafka(Some(&owned)).unwrap(), h);

@@ -487,15 +487,12 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                     offset,
                 } => {
                     check_stage(&stage)?;
-                    let v = ops.dlq_records(&stage, usize::MAX).await.map_err(anyhow::Error::msg)?;
-                    let rec = v["records"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|r| r["partition"] == partition && r["offset"] == offset)
-                        .cloned()
+                    let rec = ops
+                        .dlq_record(&stage, partition, offset)
+                        .await
+                        .map_err(anyhow::Error::msg)?
                         .with_context(|| {
-                            format!("no record at partition {partition} offset {offset} of {}", v["topic"])
+                            format!("no record at partition {partition} offset {offset} of {stage}'s DLQ")
                         })?;
                     println!("{}", serde_json::to_string_pretty(&rec)?);
                 }

@@ -218,13 +218,34 @@ impl KafkaOps {
             let mut all = Vec::new();
             for p in partitions_of(&c, &topic)? {
                 let (low, high) = c.fetch_watermarks(&topic, p, TIMEOUT).map_err(|e| e.to_string())?;
-                let from = (high - limit as i64).max(low);
+                let from = high.saturating_sub(i64::try_from(limit).unwrap_or(i64::MAX)).max(low);
                 all.extend(read_range(&c, &topic, p, from, high, limit)?);
             }
             all.sort_by_key(|r| r.timestamp_ms.unwrap_or(0));
             let skip = all.len().saturating_sub(limit);
             let records: Vec<Value> = all[skip..].iter().map(envelope_json).collect();
             Ok(json!({"topic": topic, "count": records.len(), "records": records}))
+        })
+        .await
+    }
+
+    /// One DLQ record by its partition and offset, read directly.
+    pub async fn dlq_record(&self, stage: &str, partition: i32, offset: i64) -> Result<Option<Value>, String> {
+        let stage = stage.to_string();
+        self.blocking(move |factory, dataflow| {
+            let topic = dataflow.dlq(&stage);
+            let c = factory.reader(None).map_err(|e| e.to_string())?;
+            if !partitions_of(&c, &topic)?.contains(&partition) {
+                return Ok(None);
+            }
+            let (low, high) = c
+                .fetch_watermarks(&topic, partition, TIMEOUT)
+                .map_err(|e| e.to_string())?;
+            if offset < low || offset >= high {
+                return Ok(None);
+            }
+            let recs = read_range(&c, &topic, partition, offset, offset + 1, 1)?;
+            Ok(recs.iter().find(|r| r.offset == offset).map(envelope_json))
         })
         .await
     }
@@ -299,6 +320,7 @@ impl KafkaOps {
                 job_id: env.job_id.clone(),
                 traceparent: header_of(&r.headers, "traceparent").unwrap_or_else(processors::headers::new_traceparent),
                 attempt: 1,
+                replayed_from: header_of(&r.headers, "replayed_from"),
             };
             let key = r
                 .key
@@ -390,12 +412,9 @@ impl KafkaOps {
                     job_id: w.meta.job_id.clone(),
                     traceparent: processors::headers::new_traceparent(),
                     attempt: 1,
+                    replayed_from: Some(format!("{topic}/{}@{}", r.partition, r.offset)),
                 }
-                .to_kafka()
-                .insert(Header {
-                    key: "replayed_from",
-                    value: Some(&format!("{topic}/{}@{}", r.partition, r.offset)),
-                });
+                .to_kafka();
                 let value = Codec::builtin().encode(&w).map_err(|e| e.to_string())?;
                 producer
                     .send(

@@ -246,6 +246,29 @@ async fn sdp_401_for_one_tenant_dead_letters_its_jobs_only() {
         .iter()
         .all(|r| r["envelope"]["tenant_id"] == "globex" && r["envelope"]["error_class"] == "permanent"));
 
+    // `dlq show` reads one record by partition and offset.
+    let first = &dlq["records"][0];
+    let (p, o) = (
+        first["partition"].as_i64().unwrap() as i32,
+        first["offset"].as_i64().unwrap(),
+    );
+    let one = h
+        .running()
+        .ops
+        .dlq_record("update", p, o)
+        .await
+        .unwrap()
+        .expect("record");
+    assert_eq!(one["envelope"]["job_id"], first["envelope"]["job_id"]);
+    assert!(h
+        .running()
+        .ops
+        .dlq_record("update", p, o + 1000)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(h.running().ops.dlq_record("update", 99, 0).await.unwrap().is_none());
+
     // Fix the credentials and retry the DLQ: the notes arrive, history turns to success.
     h.sdp.set_fault("globex", None);
     let retried = h.running().ops.dlq_retry_records("update", None).await.unwrap();
@@ -266,5 +289,80 @@ async fn sdp_401_for_one_tenant_dead_letters_its_jobs_only() {
         h.running().ops.dlq_retry_records("update", None).await.unwrap()["resent"],
         0
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 6)]
+async fn replay_enhances_a_ticket_again_but_a_repeated_event_is_skipped() {
+    let mut h = Harness::start(&[]).await;
+    h.add_tenant(&TENANTS[0]).await;
+    h.add_tenant(&TENANTS[1]).await;
+    let before = sinks::now_ms();
+    let (status, body) = h.send("acme", "901", "rp-1", "VPN disconnects every hour").await;
+    assert_eq!(status, 202);
+    let (status, other) = h
+        .send("globex", "901", "rp-2", "Same ticket number, other tenant")
+        .await;
+    assert_eq!(status, 202);
+    let job = body["job_id"].as_str().unwrap().to_string();
+    let other_job = other["job_id"].as_str().unwrap().to_string();
+    h.wait_history(
+        &[("acme".into(), job.clone()), ("globex".into(), other_job.clone())],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(h.sdp.note_count(), 2);
+
+    // A second request_created for the same ticket (new webhook-id) is a
+    // duplicate event: skipped, no second note.
+    let (_, dup) = h.send("acme", "901", "rp-3", "VPN disconnects every hour").await;
+    let dup_job = dup["job_id"].as_str().unwrap().to_string();
+    let rows = h
+        .wait_history(&[("acme".into(), dup_job.clone())], Duration::from_secs(60))
+        .await;
+    assert_eq!(rows[&dup_job].status, HistoryStatus::Skipped, "{:?}", rows[&dup_job]);
+    assert_eq!(h.sdp.note_count(), 2);
+
+    // Replay of one tenant's ticket: a new job, enhanced again; the other
+    // tenant's ticket with the same number is not touched.
+    let ops = &h.running().ops;
+    let dry = ops
+        .replay(
+            before,
+            sinks::now_ms() + 1,
+            Some("acme".into()),
+            Some("901".into()),
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(dry["matched"], 2, "{dry}");
+    assert_eq!(h.sdp.note_count(), 2, "a dry run sends nothing");
+    let done = ops
+        .replay(
+            before,
+            sinks::now_ms() + 1,
+            Some("acme".into()),
+            Some("901".into()),
+            false,
+        )
+        .await
+        .unwrap();
+    let replayed: Vec<(String, String)> = done["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            assert_eq!(j["tenant_id"], "acme");
+            assert_ne!(j["job_id"], j["original_job_id"]);
+            ("acme".to_string(), j["job_id"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(replayed.len(), 2);
+    let rows = h.wait_history(&replayed, Duration::from_secs(60)).await;
+    assert!(rows.values().all(|r| r.status == HistoryStatus::Success), "{rows:?}");
+    let notes = h.sdp.notes();
+    assert_eq!(notes.len(), 4, "each replayed job posts its own note");
+    assert_eq!(notes.iter().filter(|n| n.portal == "globex").count(), 1);
     h.stop().await;
 }

@@ -385,6 +385,7 @@ impl Worker {
                 .to_string(),
             traceparent: crate::headers::new_traceparent(),
             attempt,
+            replayed_from: crate::headers::get_owned(msg.headers(), "replayed_from").map(str::to_string),
         });
         let (topic, not_before_ms) = match &route {
             Route::Tier {

@@ -147,7 +147,7 @@ impl Stage for ValidateStage {
             .filter(|s| CLOSED_STATUSES.contains(&s.to_lowercase().as_str()))
         {
             Some(format!("ticket is {status}; closed tickets are not enhanced"))
-        } else if meta.event == "request_created" {
+        } else if meta.event == "request_created" && input.headers.replayed_from.is_none() {
             let store = self.services.tenants.store();
             store
                 .claim_event(&meta.tenant_id, &meta.ticket_id, &meta.event, &meta.job_id)
