@@ -20,11 +20,16 @@ struct Inner {
     consecutive_failures: u32,
     opened_at: Option<Instant>,
     probe_in_flight: bool,
+    /// When the current probe started: a probe whose caller never reported
+    /// (cancelled by a timeout) stops blocking new probes after `open_for`.
+    probe_started: Option<Instant>,
 }
 
 #[derive(Debug)]
 pub struct CircuitBreaker {
     system: &'static str,
+    /// Set for a per-tenant breaker (whose owner publishes the gauge).
+    tenant: Option<String>,
     threshold: u32,
     open_for: Duration,
     inner: Mutex<Inner>,
@@ -43,6 +48,7 @@ impl CircuitBreaker {
         metrics().circuit_breaker_state.with_label_values(&[system]).set(0);
         CircuitBreaker {
             system,
+            tenant: None,
             threshold: threshold.max(1),
             open_for,
             inner: Mutex::new(Inner {
@@ -50,6 +56,25 @@ impl CircuitBreaker {
                 consecutive_failures: 0,
                 opened_at: None,
                 probe_in_flight: false,
+                probe_started: None,
+            }),
+        }
+    }
+
+    /// One tenant's breaker for `system`; it leaves the
+    /// `ticketflow_circuit_breaker_state` gauge to its owner.
+    pub fn for_tenant(system: &'static str, tenant_id: &str, threshold: u32, open_for: Duration) -> Self {
+        CircuitBreaker {
+            system,
+            tenant: Some(tenant_id.to_string()),
+            threshold: threshold.max(1),
+            open_for,
+            inner: Mutex::new(Inner {
+                state: BreakerState::Closed,
+                consecutive_failures: 0,
+                opened_at: None,
+                probe_in_flight: false,
+                probe_started: None,
             }),
         }
     }
@@ -60,9 +85,12 @@ impl CircuitBreaker {
 
     fn set(&self, inner: &mut Inner, state: BreakerState) {
         if inner.state != state {
-            tracing::warn!(system = self.system, from = ?inner.state, to = ?state, "circuit breaker state change");
+            tracing::warn!(system = self.system, tenant_id = self.tenant.as_deref().unwrap_or("*"), from = ?inner.state, to = ?state, "circuit breaker state change");
         }
         inner.state = state;
+        if self.tenant.is_some() {
+            return;
+        }
         let v = match state {
             BreakerState::Closed => 0,
             BreakerState::Open => 1,
@@ -81,6 +109,7 @@ impl CircuitBreaker {
                 if elapsed >= self.open_for {
                     self.set(&mut inner, BreakerState::HalfOpen);
                     inner.probe_in_flight = true;
+                    inner.probe_started = Some(Instant::now());
                     Ok(())
                 } else {
                     Err(CircuitOpen {
@@ -89,8 +118,11 @@ impl CircuitBreaker {
                     })
                 }
             }
-            BreakerState::HalfOpen if !inner.probe_in_flight => {
+            BreakerState::HalfOpen
+                if !inner.probe_in_flight || inner.probe_started.is_some_and(|t| t.elapsed() >= self.open_for) =>
+            {
                 inner.probe_in_flight = true;
+                inner.probe_started = Some(Instant::now());
                 Ok(())
             }
             BreakerState::HalfOpen => Err(CircuitOpen {
@@ -140,6 +172,10 @@ mod tests {
         b.acquire().unwrap();
         assert_eq!(b.state(), BreakerState::HalfOpen);
         assert!(b.acquire().is_err(), "only one probe at a time");
+        // A probe that never reports (its caller was cancelled) does not
+        // block probing forever.
+        std::thread::sleep(Duration::from_millis(60));
+        b.acquire().unwrap();
         b.record_failure();
         assert_eq!(b.state(), BreakerState::Open);
         std::thread::sleep(Duration::from_millis(60));

@@ -31,16 +31,21 @@ pub enum RetryHint {
     Permanent,
     /// A later attempt may succeed; the peer may have said when.
     Retryable { after: Option<Duration> },
+    /// Not a failure of the job: a rate limit (the tenant's own, or the
+    /// peer's `429`) says to come back after `after`. Deferring it does not
+    /// use up a retry attempt.
+    Throttled { after: Duration },
 }
 
 impl RetryHint {
     pub fn is_retryable(self) -> bool {
-        matches!(self, RetryHint::Retryable { .. })
+        matches!(self, RetryHint::Retryable { .. } | RetryHint::Throttled { .. })
     }
     pub fn label(self) -> &'static str {
         match self {
             RetryHint::Permanent => "permanent",
             RetryHint::Retryable { .. } => "retryable",
+            RetryHint::Throttled { .. } => "throttled",
         }
     }
 }

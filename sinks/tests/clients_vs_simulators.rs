@@ -71,8 +71,8 @@ async fn sdp_faults_are_classified() {
     let e = client.add_note(&t, "1", "n").await.unwrap_err();
     assert_eq!(
         e.retry_hint(),
-        RetryHint::Retryable {
-            after: Some(Duration::from_secs(5))
+        RetryHint::Throttled {
+            after: Duration::from_secs(5)
         }
     );
 

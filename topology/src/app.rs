@@ -12,7 +12,7 @@ use processors::stages::{
 use processors::Stage;
 use sinks::breaker::CircuitBreaker;
 use sinks::llm::LlmClient;
-use sinks::servicedesk::SdpClient;
+use sinks::servicedesk::{SdpClient, SdpGuards};
 use sinks::store::{EmbeddedStore, Store, TenantCache};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -75,7 +75,11 @@ pub fn services(config: &Config, store: Arc<dyn Store>) -> Arc<Services> {
             config.llm_model.clone(),
             Duration::from_secs(90),
         ),
-        sdp_breaker: CircuitBreaker::new("servicedesk", config.breaker_threshold, config.breaker_timeout),
+        sdp_guards: SdpGuards::new(
+            config.breaker_threshold,
+            config.breaker_timeout,
+            config.rate_limit_max_wait,
+        ),
         llm_breaker: CircuitBreaker::new("llm", config.breaker_threshold, config.breaker_timeout),
         settings: StageSettings {
             context_timeout: config.context_timeout,
@@ -152,7 +156,8 @@ pub async fn start(config: &Config, components: &[String]) -> anyhow::Result<Run
             _ => Arc::new(RecordStage::new(services.clone())),
         };
         let max = config.max_in_flight.get(*name).copied().unwrap_or(64);
-        let wiring = flow.wiring(name, max, config.drain_timeout);
+        let mut wiring = flow.wiring(name, max, config.drain_timeout);
+        wiring.max_in_flight_bytes = config.stage_memory_bytes;
         let (cc, producer, token) = (factory.consumer_config(), producer.clone(), stage_shutdown.clone());
         let name = *name;
         stages.spawn(async move {

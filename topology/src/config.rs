@@ -60,6 +60,13 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// `TICKETFLOW_MAX_IN_FLIGHT_<STAGE>`: per-stage in-flight bounds.
     pub max_in_flight: HashMap<String, usize>,
+    /// `TICKETFLOW_STAGE_MEMORY_MB` (64): per-stage budget of payload bytes
+    /// held by in-flight records.
+    pub stage_memory_bytes: usize,
+    /// `TICKETFLOW_RATE_LIMIT_MAX_WAIT_MS` (2000): the longest a record
+    /// waits in place for its tenant's SDP rate limit; beyond it the record
+    /// is deferred to a retry tier without using an attempt.
+    pub rate_limit_max_wait: Duration,
 }
 
 /// Parses `10s`, `250ms`, `2m`, `1h`, or plain milliseconds.
@@ -203,6 +210,11 @@ impl Config {
             otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             drain_timeout: Duration::from_millis(parse_num("TICKETFLOW_DRAIN_TIMEOUT_MS", 20_000)?),
             max_in_flight,
+            rate_limit_max_wait: Duration::from_millis(parse_num("TICKETFLOW_RATE_LIMIT_MAX_WAIT_MS", 2000)?),
+            stage_memory_bytes: match parse_num("TICKETFLOW_STAGE_MEMORY_MB", 64)? {
+                0 => return Err(ConfigError("TICKETFLOW_STAGE_MEMORY_MB must be at least 1".into())),
+                mb => (mb as usize) << 20,
+            },
         })
     }
 

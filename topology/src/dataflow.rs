@@ -129,6 +129,7 @@ impl Dataflow {
             retry_tiers,
             dlq: self.dlq(stage),
             max_in_flight,
+            max_in_flight_bytes: 64 << 20,
             drain_timeout,
         }
     }

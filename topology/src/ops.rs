@@ -488,7 +488,16 @@ impl ingest::Operations for KafkaOps {
         if s.settings.disable_llm {
             llm = "disabled (DISABLE_LLM_SYNTHESIS=true); fallback formatting in use".into();
         }
-        let (sdp_ok, sdp) = state(s.sdp_breaker.state());
+        let not_closed = s.sdp_guards.not_closed();
+        let (sdp_ok, sdp) = if not_closed.is_empty() {
+            (true, "circuit closed for every tenant".to_string())
+        } else {
+            let list: Vec<String> = not_closed
+                .iter()
+                .map(|(t, st)| format!("{t} ({})", state(*st).1))
+                .collect();
+            (false, format!("circuit not closed for tenant(s): {}", list.join(", ")))
+        };
         vec![
             ("llm", llm_ok || s.settings.disable_llm, llm),
             ("servicedesk", sdp_ok, sdp),

@@ -14,8 +14,10 @@
 //! 4. The offset is stored only up to the first unfinished record;
 //!    auto-commit sends what is stored.
 //!
-//! Backpressure: at `max_in_flight` every partition is paused, and resumed
-//! at half. On revoke the revoked partitions drain (bounded) and commit
+//! Backpressure: at `max_in_flight` records or `max_in_flight_bytes` of
+//! payload every partition is paused, and resumed when both are back under
+//! half; librdkafka's own prefetch is capped at 16 MiB. Memory therefore
+//! stays bounded however large the backlog. On revoke the revoked partitions drain (bounded) and commit
 //! (Consuming → Draining → Complete); on shutdown all of them do.
 
 pub mod tracker;
@@ -85,6 +87,13 @@ impl StageFailure {
             hint: RetryHint::Retryable { after },
         }
     }
+    /// Deferred by a rate limit; does not use up an attempt.
+    pub fn throttled(error: impl Into<String>, after: Duration) -> Self {
+        StageFailure {
+            error: error.into(),
+            hint: RetryHint::Throttled { after },
+        }
+    }
 }
 
 #[async_trait]
@@ -120,6 +129,9 @@ pub struct StageWiring {
     pub dlq: String,
     /// Most records taken and not finished at once.
     pub max_in_flight: usize,
+    /// Memory budget: most payload bytes held by records taken and not
+    /// finished. Reaching either bound pauses consumption.
+    pub max_in_flight_bytes: usize,
     /// How long revoke and shutdown wait for in-flight records.
     pub drain_timeout: Duration,
 }
@@ -225,12 +237,18 @@ struct Worker {
     shutdown: CancellationToken,
 }
 
+/// How many times one record may be deferred by rate limits before a
+/// further deferral counts as a failed attempt (so a peer that answers 429
+/// forever still ends in the DLQ, visibly, instead of looping).
+pub const MAX_THROTTLES: u32 = 100;
+
 /// A failure record's destination.
 enum Route<'a> {
     Tier {
         n: usize,
         topic: &'a str,
         not_before_ms: i64,
+        throttled: bool,
     },
     Dlq,
 }
@@ -281,6 +299,7 @@ impl Worker {
             let outcome = self.run_stage(msg, &key, headers).await;
             let label = match &outcome {
                 Ok(_) => "ok",
+                Err((_, f)) if matches!(f.hint, RetryHint::Throttled { .. }) => "throttled",
                 Err((_, f)) if f.hint.is_retryable() => "retryable_error",
                 Err(_) => "permanent_error",
             };
@@ -316,6 +335,9 @@ impl Worker {
             original_partition: msg.partition(),
             original_offset: msg.offset(),
             attempts_before: 0,
+            throttles: crate::headers::get_owned(msg.headers(), "throttles")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
         };
         let headers = headers.map_err(|e| (ctx.clone(), StageFailure::permanent(format!("poison record: {e}"))))?;
         let mut attempt = 1;
@@ -360,18 +382,43 @@ impl Worker {
 
     async fn route_failure(&self, msg: &OwnedMessage, key: &str, ctx: FailureContext, failure: StageFailure) {
         let stage = self.wiring.stage;
-        let attempt = ctx.attempts_before + 1;
-        let route = match failure.hint {
-            RetryHint::Retryable { after } if (attempt as usize) <= self.wiring.retry_tiers.len() => {
-                let (topic, delay) = &self.wiring.retry_tiers[attempt as usize - 1];
+        let tiers = &self.wiring.retry_tiers;
+        let hint = match failure.hint {
+            RetryHint::Throttled { after } if ctx.throttles >= MAX_THROTTLES || tiers.is_empty() => {
+                RetryHint::Retryable { after: Some(after) }
+            }
+            h => h,
+        };
+        let route = match hint {
+            RetryHint::Throttled { after } => {
+                // Back to the tier it came from (tier 1 from the input
+                // topic), due when the limit allows; no attempt used.
+                let n = (ctx.attempts_before.max(1) as usize).min(tiers.len());
+                Route::Tier {
+                    n,
+                    topic: &tiers[n - 1].0,
+                    not_before_ms: now_ms() + after.as_millis() as i64,
+                    throttled: true,
+                }
+            }
+            RetryHint::Retryable { after } if (ctx.attempts_before as usize) < tiers.len() => {
+                let n = ctx.attempts_before as usize + 1;
+                let (topic, delay) = &tiers[n - 1];
                 let delay = after.map_or(*delay, |a| a.max(*delay));
                 Route::Tier {
-                    n: attempt as usize,
+                    n,
                     topic,
                     not_before_ms: now_ms() + delay.as_millis() as i64,
+                    throttled: false,
                 }
             }
             _ => Route::Dlq,
+        };
+        let throttled = matches!(route, Route::Tier { throttled: true, .. });
+        let attempt = if throttled {
+            ctx.attempts_before
+        } else {
+            ctx.attempts_before + 1
         };
         let headers = ctx.headers.clone().unwrap_or_else(|| JobHeaders {
             correlation_id: crate::headers::get_owned(msg.headers(), "correlation_id")
@@ -400,7 +447,7 @@ impl Worker {
             ticket_id: key.split_once(':').map(|(_, t)| t).unwrap_or(key).to_string(),
             failed_stage: stage.to_string(),
             error: failure.error.clone(),
-            error_class: failure.hint.label().to_string(),
+            error_class: hint.label().to_string(),
             attempt,
             original_topic: ctx.original_topic.clone(),
             original_partition: ctx.original_partition,
@@ -414,7 +461,7 @@ impl Worker {
             .expect("failure envelopes always encode");
         let kafka_headers = FailureHeaders {
             error: &failure.error,
-            error_class: failure.hint.label(),
+            error_class: hint.label(),
             failed_stage: stage,
             original_topic: &ctx.original_topic,
             original_partition: ctx.original_partition,
@@ -422,13 +469,26 @@ impl Worker {
             not_before_ms: matches!(route, Route::Tier { .. }).then_some(not_before_ms),
         }
         .append_to(headers.next_hop(attempt).to_kafka());
+        let throttles = ctx.throttles + u32::from(throttled);
+        let kafka_headers = if throttles > 0 {
+            kafka_headers.insert(rdkafka::message::Header {
+                key: "throttles",
+                value: Some(throttles.to_string().as_str()),
+            })
+        } else {
+            kafka_headers
+        };
         match route {
+            Route::Tier { throttled: true, n, .. } => {
+                info!(reason = %failure.error, throttles, tier = n, not_before_ms, "rate limited; record deferred without using an attempt");
+                metrics().retries.with_label_values(&[stage, "throttled"]).inc();
+            }
             Route::Tier { n, .. } => {
                 warn!(error = %failure.error, attempt, tier = n, "stage failed; record sent to retry tier");
                 metrics().retries.with_label_values(&[stage, &n.to_string()]).inc();
             }
             Route::Dlq => {
-                error!(error = %failure.error, error_class = failure.hint.label(), attempt, "stage failed; record sent to dead-letter topic");
+                error!(error = %failure.error, error_class = hint.label(), attempt, "stage failed; record sent to dead-letter topic");
                 metrics().dlq_records.with_label_values(&[stage]).inc();
             }
         }
@@ -471,6 +531,8 @@ struct FailureContext {
     original_partition: i32,
     original_offset: i64,
     attempts_before: i32,
+    /// Times this record was deferred by a rate limit (header `throttles`).
+    throttles: u32,
 }
 
 /// A retry record held until it is due, its partition paused.
@@ -547,7 +609,8 @@ pub async fn run_stage(
         let tp = (msg.topic().to_string(), msg.partition());
         let key = msg.key().map(<[u8]>::to_vec).unwrap_or_default();
         let offset = msg.offset();
-        let taken = tracker.lock().expect("tracker lock").take(tp, offset, &key, msg);
+        let bytes = msg.payload().map_or(0, <[u8]>::len) + key.len() + 256;
+        let taken = tracker.lock().expect("tracker lock").take(tp, offset, &key, msg, bytes);
         if let Taken::Start(ticket) = taken {
             tokio::spawn(worker.clone().run_key(key, ticket));
         }
@@ -573,16 +636,20 @@ pub async fn run_stage(
         held.retain(|tp, _| tracker.lock().expect("tracker lock").is_assigned(tp));
 
         // Backpressure.
-        let in_flight = tracker.lock().expect("tracker lock").in_flight();
-        if !paused_for_capacity && in_flight >= wiring.max_in_flight {
+        let (in_flight, in_flight_bytes) = {
+            let t = tracker.lock().expect("tracker lock");
+            (t.in_flight(), t.in_flight_bytes())
+        };
+        if !paused_for_capacity && (in_flight >= wiring.max_in_flight || in_flight_bytes >= wiring.max_in_flight_bytes)
+        {
             paused_for_capacity = true;
             let assigned = tracker.lock().expect("tracker lock").assigned();
             pause(&assigned, &consumer);
             debug!(
                 stage = wiring.stage,
-                in_flight, "in-flight bound reached; partitions paused"
+                in_flight, in_flight_bytes, "in-flight bound reached; partitions paused"
             );
-        } else if paused_for_capacity && in_flight <= low_water {
+        } else if paused_for_capacity && in_flight <= low_water && in_flight_bytes <= wiring.max_in_flight_bytes / 2 {
             paused_for_capacity = false;
             let assigned: Vec<TopicPartition> = tracker
                 .lock()

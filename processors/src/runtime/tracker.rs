@@ -5,7 +5,7 @@
 //! Pure data, no I/O: the runtime and the rebalance callback share it behind
 //! a mutex.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 pub type TopicPartition = (String, i32);
 
@@ -14,7 +14,8 @@ struct PartitionState {
     generation: u64,
     /// One past the highest offset taken.
     next_offset: Option<i64>,
-    in_flight: BTreeSet<i64>,
+    /// Unfinished offsets and the bytes each record holds.
+    in_flight: BTreeMap<i64, usize>,
 }
 
 /// A record handed to a key's worker.
@@ -31,6 +32,7 @@ pub struct Tracker<J> {
     partitions: HashMap<TopicPartition, PartitionState>,
     keys: HashMap<Vec<u8>, VecDeque<Ticket<J>>>,
     in_flight: usize,
+    in_flight_bytes: usize,
     generation: u64,
 }
 
@@ -51,6 +53,7 @@ impl<J> Default for Tracker<J> {
             partitions: HashMap::new(),
             keys: HashMap::new(),
             in_flight: 0,
+            in_flight_bytes: 0,
             generation: 0,
         }
     }
@@ -77,6 +80,7 @@ impl<J> Tracker<J> {
         for tp in tps {
             if let Some(p) = self.partitions.remove(tp) {
                 self.in_flight -= p.in_flight.len();
+                self.in_flight_bytes -= p.in_flight.values().sum::<usize>();
             }
         }
         for q in self.keys.values_mut() {
@@ -97,6 +101,11 @@ impl<J> Tracker<J> {
         self.in_flight
     }
 
+    /// Bytes held by records taken and not finished (the memory budget).
+    pub fn in_flight_bytes(&self) -> usize {
+        self.in_flight_bytes
+    }
+
     /// Unfinished records on these partitions.
     pub fn in_flight_on(&self, tps: &[TopicPartition]) -> usize {
         tps.iter()
@@ -105,14 +114,19 @@ impl<J> Tracker<J> {
             .sum()
     }
 
-    /// Takes a consumed record.
-    pub fn take(&mut self, tp: TopicPartition, offset: i64, key: &[u8], job: J) -> Taken<J> {
+    /// Takes a consumed record that holds `bytes` of memory.
+    pub fn take(&mut self, tp: TopicPartition, offset: i64, key: &[u8], job: J, bytes: usize) -> Taken<J> {
         let Some(p) = self.partitions.get_mut(&tp) else {
             return Taken::NotAssigned;
         };
-        p.in_flight.insert(offset);
+        if let Some(old) = p.in_flight.insert(offset, bytes) {
+            // Redelivered while still in flight (seek after an error): count once.
+            self.in_flight -= 1;
+            self.in_flight_bytes -= old;
+        }
         p.next_offset = Some(p.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
         self.in_flight += 1;
+        self.in_flight_bytes += bytes;
         let ticket = Ticket {
             tp,
             offset,
@@ -142,10 +156,11 @@ impl<J> Tracker<J> {
     ) -> (Option<i64>, Option<Ticket<J>>) {
         let mut committable = None;
         if let Some(p) = self.partitions.get_mut(tp).filter(|p| p.generation == generation) {
-            if p.in_flight.remove(&offset) {
+            if let Some(bytes) = p.in_flight.remove(&offset) {
                 self.in_flight -= 1;
+                self.in_flight_bytes -= bytes;
             }
-            committable = p.in_flight.first().copied().or(p.next_offset);
+            committable = p.in_flight.keys().next().copied().or(p.next_offset);
         }
         let next = match self.keys.get_mut(key) {
             Some(q) => q.pop_front(),
@@ -162,7 +177,7 @@ impl<J> Tracker<J> {
         tps.iter()
             .filter_map(|tp| {
                 let p = self.partitions.get(tp)?;
-                let off = p.in_flight.first().copied().or(p.next_offset)?;
+                let off = p.in_flight.keys().next().copied().or(p.next_offset)?;
                 Some((tp.clone(), off))
             })
             .collect()
@@ -183,12 +198,13 @@ mod tests {
         t.assign([tp(0)]);
         let mut tickets = Vec::new();
         for (off, key) in [(10, b"a"), (11, b"b"), (12, b"c")] {
-            match t.take(tp(0), off, key, ()) {
+            match t.take(tp(0), off, key, (), 100) {
                 Taken::Start(ticket) => tickets.push((key, ticket)),
                 other => panic!("{other:?}"),
             }
         }
         assert_eq!(t.in_flight(), 3);
+        assert_eq!(t.in_flight_bytes(), 300);
         // 12 finishes first: nothing before 10 is done, commit stays at 10.
         let (c, _) = t.finish(b"c", &tp(0), 12, tickets[2].1.generation);
         assert_eq!(c, Some(10));
@@ -197,19 +213,20 @@ mod tests {
         let (c, _) = t.finish(b"b", &tp(0), 11, tickets[1].1.generation);
         assert_eq!(c, Some(13));
         assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.in_flight_bytes(), 0);
     }
 
     #[test]
     fn same_key_waits_in_order_other_keys_do_not() {
         let mut t = Tracker::<i64>::default();
         t.assign([tp(0)]);
-        let first = match t.take(tp(0), 0, b"k", 0) {
+        let first = match t.take(tp(0), 0, b"k", 0, 100) {
             Taken::Start(x) => x,
             other => panic!("{other:?}"),
         };
-        assert!(matches!(t.take(tp(0), 1, b"k", 1), Taken::Queued));
-        assert!(matches!(t.take(tp(0), 2, b"other", 2), Taken::Start(_)));
-        assert!(matches!(t.take(tp(0), 3, b"k", 3), Taken::Queued));
+        assert!(matches!(t.take(tp(0), 1, b"k", 1, 100), Taken::Queued));
+        assert!(matches!(t.take(tp(0), 2, b"other", 2, 100), Taken::Start(_)));
+        assert!(matches!(t.take(tp(0), 3, b"k", 3, 100), Taken::Queued));
         let (_, next) = t.finish(b"k", &tp(0), 0, first.generation);
         let next = next.unwrap();
         assert_eq!(next.job, 1);
@@ -221,15 +238,16 @@ mod tests {
     fn revoke_drops_queued_records_and_stale_finishes() {
         let mut t = Tracker::<i64>::default();
         t.assign([tp(0), tp(1)]);
-        let running = match t.take(tp(0), 5, b"k", 5) {
+        let running = match t.take(tp(0), 5, b"k", 5, 100) {
             Taken::Start(x) => x,
             other => panic!("{other:?}"),
         };
-        assert!(matches!(t.take(tp(0), 6, b"k", 6), Taken::Queued));
-        assert!(matches!(t.take(tp(1), 0, b"j", 0), Taken::Start(_)));
+        assert!(matches!(t.take(tp(0), 6, b"k", 6, 100), Taken::Queued));
+        assert!(matches!(t.take(tp(1), 0, b"j", 0, 100), Taken::Start(_)));
         t.revoke(&[tp(0)]);
         assert_eq!(t.in_flight(), 1);
-        assert!(matches!(t.take(tp(0), 7, b"x", 7), Taken::NotAssigned));
+        assert_eq!(t.in_flight_bytes(), 100);
+        assert!(matches!(t.take(tp(0), 7, b"x", 7, 100), Taken::NotAssigned));
         // The running record of the revoked partition finishes: nothing to commit, no successor.
         let (c, next) = t.finish(b"k", &tp(0), 5, running.generation);
         assert_eq!(c, None);

@@ -14,12 +14,12 @@ use async_trait::async_trait;
 use schemas::{
     ContextCounts, GatheredContext, IpReference, KbArticle, SimilarTicket, SourceOutcome, TicketFields, ValidatedJob,
 };
-use sinks::servicedesk::SdpRequest;
+use sinks::servicedesk::{SdpError, SdpRequest};
 use sinks::store::{HistoryStatus, Tenant};
 use tracing::warn;
 
 use super::text::{ip_addresses, keywords, similarity, tokens};
-use super::{decode, elapsed_ms, encode, tenant, Services};
+use super::{decode, elapsed_ms, encode, sdp_outcome, sdp_permit, tenant, Services};
 use crate::runtime::{Stage, StageFailure, StageInput, StageOutput};
 
 const SIMILAR_LIMIT: usize = 3;
@@ -130,6 +130,13 @@ impl ContextStage {
         Ok(scored)
     }
 
+    /// One SDP call, its outcome reported to the tenant's breaker and limiter.
+    async fn sdp<T>(&self, tenant_id: &str, f: impl Future<Output = Result<T, SdpError>>) -> Result<T, SdpError> {
+        let r = f.await;
+        sdp_outcome(&self.services, tenant_id, &r);
+        r
+    }
+
     async fn gather(&self, job: ValidatedJob, tenant: &Tenant) -> GatheredContext {
         let s = &self.services;
         let t = s.settings.context_source_timeout;
@@ -145,7 +152,7 @@ impl ContextStage {
                 "servicedesk",
                 t,
                 |_: &SdpRequest| 1,
-                s.sdp.get_request(&tenant.sdp, &meta.ticket_id),
+                self.sdp(&tenant.tenant_id, s.sdp.get_request(&tenant.sdp, &meta.ticket_id)),
             )
         };
         let mut sdp = None;
@@ -177,9 +184,14 @@ impl ContextStage {
             "knowledge_base",
             t,
             Vec::len,
-            s.sdp.search_solutions(&tenant.sdp, &kws, KB_LIMIT),
+            self.sdp(&tenant.tenant_id, s.sdp.search_solutions(&tenant.sdp, &kws, KB_LIMIT)),
         );
-        let ip_fut = source("ip_inventory", t, Vec::len, s.sdp.assets_by_ip(&tenant.sdp, &ips));
+        let ip_fut = source(
+            "ip_inventory",
+            t,
+            Vec::len,
+            self.sdp(&tenant.tenant_id, s.sdp.assets_by_ip(&tenant.sdp, &ips)),
+        );
         let (sdp_late, (similar, o1), (kb, o2), (ip_refs, o3)) = tokio::join!(sdp_fut, similar_fut, kb_fut, ip_fut);
         if let Some((r, o)) = sdp_late {
             sources.push(o);
@@ -223,6 +235,15 @@ impl Stage for ContextStage {
         let started = Instant::now();
         let job: ValidatedJob = decode(input.value)?;
         let tenant = tenant(&self.services, &job.meta.tenant_id).await?;
+        // The request itself and the knowledge base, plus the asset
+        // inventory when the ticket mentions IP addresses.
+        let has_text = job.request.subject.is_some() || job.request.description.is_some();
+        let calls = if !has_text || !ip_addresses(&text_of(&job.request)).is_empty() {
+            3
+        } else {
+            2
+        };
+        sdp_permit(&self.services, &tenant, calls).await?;
         let budget = self.services.settings.context_timeout;
         let fallback = job.clone();
         let mut gathered = match tokio::time::timeout(budget, self.gather(job, &tenant)).await {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use schemas::{Codec, CodecError, Record};
 use sinks::breaker::CircuitBreaker;
 use sinks::llm::LlmClient;
-use sinks::servicedesk::SdpClient;
+use sinks::servicedesk::{SdpClient, SdpError, SdpGuards, DEFAULT_RATE_LIMIT_BACKOFF};
 use sinks::store::{StoreError, Tenant, TenantCache};
 
 use crate::runtime::StageFailure;
@@ -54,7 +54,8 @@ pub struct Services {
     pub tenants: TenantCache,
     pub sdp: SdpClient,
     pub llm: LlmClient,
-    pub sdp_breaker: CircuitBreaker,
+    /// Per-tenant SDP circuit breakers and rate limits.
+    pub sdp_guards: SdpGuards,
     pub llm_breaker: CircuitBreaker,
     pub settings: StageSettings,
 }
@@ -93,4 +94,43 @@ pub(crate) async fn tenant(services: &Services, tenant_id: &str) -> Result<Arc<T
 
 pub(crate) fn elapsed_ms(since: std::time::Instant) -> i64 {
     since.elapsed().as_millis() as i64
+}
+
+/// Gets the tenant's permission to make `calls` SDP requests: its circuit
+/// must be closed (or probing) and its rate limit must allow the calls soon.
+/// A short wait is slept here; a longer one defers the record (throttled,
+/// no attempt used) so it holds no in-flight slot meanwhile.
+pub(crate) async fn sdp_permit(services: &Services, tenant: &Tenant, calls: u32) -> Result<(), StageFailure> {
+    let guards = &services.sdp_guards;
+    if let Err(open) = guards.acquire(&tenant.tenant_id) {
+        return Err(StageFailure::retryable(
+            open.to_string(),
+            Some(open.retry_in.max(Duration::from_secs(1))),
+        ));
+    }
+    match guards
+        .tenant(&tenant.tenant_id)
+        .reserve(tenant.requests_per_minute, calls, guards.max_wait)
+    {
+        Ok(wait) if wait.is_zero() => Ok(()),
+        Ok(wait) => {
+            tokio::time::sleep(wait).await;
+            Ok(())
+        }
+        Err(t) => Err(StageFailure::throttled(t.to_string(), t.retry_in)),
+    }
+}
+
+/// Reports an SDP call's outcome to the tenant's breaker and limiter.
+pub(crate) fn sdp_outcome<T>(services: &Services, tenant_id: &str, r: &Result<T, SdpError>) {
+    let guards = &services.sdp_guards;
+    match r {
+        Ok(_) => guards.record_success(tenant_id),
+        Err(e) if e.is_outage() => guards.record_failure(tenant_id),
+        Err(SdpError::RateLimited { retry_after, .. }) => guards
+            .tenant(tenant_id)
+            .back_off(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_BACKOFF)),
+        // A 401 or 404 says nothing about SDP's health.
+        Err(_) => guards.record_success(tenant_id),
+    }
 }

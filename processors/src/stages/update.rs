@@ -7,7 +7,7 @@
 //! for the job's marker among the ticket's notes before posting again.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use schemas::{SynthesizedEnhancement, TicketUpdated};
@@ -15,7 +15,7 @@ use sinks::servicedesk::SdpError;
 use sinks::store::NoteState;
 use tracing::info;
 
-use super::{decode, elapsed_ms, encode, store_failure, tenant, Services};
+use super::{decode, elapsed_ms, encode, sdp_outcome, sdp_permit, store_failure, tenant, Services};
 use crate::runtime::{Stage, StageFailure, StageInput, StageOutput};
 
 pub struct UpdateStage {
@@ -34,10 +34,7 @@ pub fn job_marker(job_id: &str) -> String {
 }
 
 impl UpdateStage {
-    fn sdp_failure(&self, e: SdpError) -> StageFailure {
-        if e.is_outage() {
-            self.services.sdp_breaker.record_failure();
-        }
+    fn sdp_failure(e: SdpError) -> StageFailure {
         StageFailure {
             error: e.to_string(),
             hint: e.retry_hint(),
@@ -53,20 +50,13 @@ impl UpdateStage {
         if let Some(NoteState::Posted { note_id }) = state {
             return Ok((note_id, true));
         }
-        if let Err(open) = self.services.sdp_breaker.acquire() {
-            return Err(StageFailure::retryable(
-                open.to_string(),
-                Some(open.retry_in.max(Duration::from_secs(1))),
-            ));
-        }
+        let pending = state == Some(NoteState::Pending);
+        sdp_permit(&self.services, &tenant, if pending { 2 } else { 1 }).await?;
         let marker = job_marker(&m.job_id);
-        if state == Some(NoteState::Pending) {
-            let notes = self
-                .services
-                .sdp
-                .list_notes(&tenant.sdp, &m.ticket_id)
-                .await
-                .map_err(|e| self.sdp_failure(e))?;
+        if pending {
+            let notes = self.services.sdp.list_notes(&tenant.sdp, &m.ticket_id).await;
+            sdp_outcome(&self.services, &m.tenant_id, &notes);
+            let notes = notes.map_err(Self::sdp_failure)?;
             if let Some(found) = notes.iter().find(|n| n.description.contains(&marker)) {
                 info!(note_id = %found.id, "note already on the ticket from an earlier attempt");
                 store
@@ -86,9 +76,9 @@ impl UpdateStage {
             .services
             .sdp
             .add_note(&tenant.sdp, &m.ticket_id, &description)
-            .await
-            .map_err(|e| self.sdp_failure(e))?;
-        self.services.sdp_breaker.record_success();
+            .await;
+        sdp_outcome(&self.services, &m.tenant_id, &note_id);
+        let note_id = note_id.map_err(Self::sdp_failure)?;
         store
             .note_posted(&m.tenant_id, &m.job_id, &m.ticket_id, &note_id)
             .await

@@ -48,6 +48,9 @@ pub struct SdpTenant {
     pub token: Secret,
 }
 
+/// How long to stay away after a `429` without `Retry-After`.
+pub const DEFAULT_RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(5);
+
 /// A failed SDP call, classified where it was born.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SdpError {
@@ -84,7 +87,9 @@ impl SdpError {
             SdpError::Unauthorized { .. } | SdpError::NotFound { .. } | SdpError::Rejected { .. } => {
                 RetryHint::Permanent
             }
-            SdpError::RateLimited { retry_after, .. } => RetryHint::Retryable { after: *retry_after },
+            SdpError::RateLimited { retry_after, .. } => RetryHint::Throttled {
+                after: retry_after.unwrap_or(DEFAULT_RATE_LIMIT_BACKOFF),
+            },
             SdpError::Server { .. } | SdpError::Transport(_) | SdpError::Malformed { .. } => {
                 RetryHint::Retryable { after: None }
             }
@@ -450,8 +455,15 @@ mod tests {
         let e = classify(StatusCode::TOO_MANY_REQUESTS, &headers, "", "x").unwrap_err();
         assert_eq!(
             e.retry_hint(),
-            RetryHint::Retryable {
-                after: Some(Duration::from_secs(5))
+            RetryHint::Throttled {
+                after: Duration::from_secs(5)
+            }
+        );
+        let e = classify(StatusCode::TOO_MANY_REQUESTS, &h(), "", "x").unwrap_err();
+        assert_eq!(
+            e.retry_hint(),
+            RetryHint::Throttled {
+                after: DEFAULT_RATE_LIMIT_BACKOFF
             }
         );
         let e = classify(StatusCode::UNAUTHORIZED, &h(), "{}", "x").unwrap_err();

@@ -6,5 +6,9 @@
 //! inside HTTP 200, so every response body is checked, not only the status.
 
 mod client;
+pub mod guard;
 
-pub use client::{SdpAuth, SdpClient, SdpError, SdpNote, SdpRequest, SdpTenant, SDP_ACCEPT};
+pub use client::{
+    SdpAuth, SdpClient, SdpError, SdpNote, SdpRequest, SdpTenant, DEFAULT_RATE_LIMIT_BACKOFF, SDP_ACCEPT,
+};
+pub use guard::{SdpGuards, TenantGuard, Throttled};
