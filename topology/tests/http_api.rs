@@ -70,7 +70,8 @@ async fn every_bad_webhook_gets_its_status_and_error_body() {
     }
 
     // 403, indistinguishable: tampered body, wrong secret, empty v1, stale and future timestamps, unknown tenant.
-    let mut cases: Vec<(String, Vec<(&str, String)>, String)> = Vec::new();
+    type Case<'a> = (String, Vec<(&'a str, String)>, String);
+    let mut cases: Vec<Case> = Vec::new();
     cases.push((
         path.into(),
         signed(&secret, "m2", now, good),
