@@ -8,7 +8,10 @@
 //! (plain rdkafka produce rate to the same broker; a trivial axum handler
 //! hit by the same generator) so results are ratios.
 //!
-//! Scenarios: `ingest`, `pipeline`, `sdp-throttle`, `llm-outage`, `burst`.
+//! Scenarios: `ingest`, `pipeline`, `sdp-throttle`, `llm-outage`, `burst`,
+//! `broker-restart` (the broker runs in a child process of the harness,
+//! which is killed with SIGKILL mid-run and started again on the same
+//! address and data).
 //! Reports: summary on stdout, `report.json` and `chart.svg` in `--out`.
 
 mod baseline;
@@ -82,12 +85,94 @@ struct Args {
     /// Where report.json and chart.svg go.
     #[arg(long, default_value = "loadtest-out")]
     out: PathBuf,
+    /// broker-restart: how long the broker stays down.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    broker_down: Duration,
+    /// Internal: run only the embedded broker on ADDR with data in DIR (the
+    /// broker-restart scenario's child process).
+    #[arg(long, num_args = 2, value_names = ["ADDR", "DIR"], hide = true)]
+    serve_broker: Option<Vec<String>>,
 }
 
-const SCENARIOS: [&str; 5] = ["ingest", "pipeline", "sdp-throttle", "llm-outage", "burst"];
+const SCENARIOS: [&str; 6] = [
+    "ingest",
+    "pipeline",
+    "sdp-throttle",
+    "llm-outage",
+    "burst",
+    "broker-restart",
+];
+
+/// The broker of the broker-restart scenario: this binary re-executed with
+/// `--serve-broker`, so a restart is a real process kill and start.
+struct BrokerProcess {
+    addr: std::net::SocketAddr,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl BrokerProcess {
+    async fn start(addr: std::net::SocketAddr, dir: PathBuf) -> anyhow::Result<Self> {
+        let mut b = BrokerProcess { addr, dir, child: None };
+        b.spawn().await?;
+        Ok(b)
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let exe = std::env::current_exe().context("finding the harness binary")?;
+        let child = std::process::Command::new(exe)
+            .arg("--serve-broker")
+            .arg(self.addr.to_string())
+            .arg(&self.dir)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .context("starting the broker process")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("broker process exited at start: {status}");
+            }
+            if Instant::now() > deadline {
+                bail!("broker process did not listen on {} within 60 s", self.addr);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL: no clean shutdown, as a crashed or evicted broker.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn serve_broker(addr: &str, dir: &str) -> anyhow::Result<()> {
+    let addr: std::net::SocketAddr = addr.parse().context("--serve-broker address")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let _broker = topology::broker::EmbeddedBroker::start(addr, std::path::Path::new(dir))
+            .await
+            .map_err(anyhow::Error::msg)?;
+        // Runs until killed.
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+}
 
 struct Rig {
     running: topology::app::Running,
+    /// The broker's own process (broker-restart), else embedded in `running`.
+    broker: Option<tokio::sync::Mutex<BrokerProcess>>,
     sdp: SdpSimulator,
     llm: LlmSimulator,
     secrets: Vec<(String, String)>,
@@ -102,6 +187,12 @@ fn free_port() -> anyhow::Result<u16> {
 
 async fn rig(args: &Args, components: &[&str]) -> anyhow::Result<Rig> {
     let dir = tempfile::tempdir()?;
+    let broker_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let broker = if args.scenario == "broker-restart" {
+        Some(BrokerProcess::start(broker_addr, dir.path().join("broker")).await?)
+    } else {
+        None
+    };
     let sdp = SdpSimulator::start().await?;
     sdp.auto_create_requests(true);
     sdp.set_latency(Latency::fixed(args.sdp_latency));
@@ -109,7 +200,10 @@ async fn rig(args: &Args, components: &[&str]) -> anyhow::Result<Rig> {
     llm.set_latency(Latency::fixed(args.llm_latency));
     let mut vars: HashMap<String, String> = HashMap::new();
     vars.insert("TICKETFLOW_DATA_DIR".into(), dir.path().display().to_string());
-    vars.insert("TICKETFLOW_BROKER_ADDR".into(), format!("127.0.0.1:{}", free_port()?));
+    vars.insert("TICKETFLOW_BROKER_ADDR".into(), broker_addr.to_string());
+    if broker.is_some() {
+        vars.insert("KAFKA_BROKERS".into(), broker_addr.to_string());
+    }
     vars.insert("TICKETFLOW_HTTP_ADDR".into(), "127.0.0.1:0".into());
     vars.insert("TICKETFLOW_PARTITIONS".into(), args.partitions.to_string());
     vars.insert("TICKETFLOW_RETRY_TIERS".into(), "2s,5s,10s".into());
@@ -147,6 +241,7 @@ async fn rig(args: &Args, components: &[&str]) -> anyhow::Result<Rig> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
     Ok(Rig {
         running,
+        broker: broker.map(tokio::sync::Mutex::new),
         sdp,
         llm,
         secrets,
@@ -511,6 +606,22 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
                 }
             });
         }
+        "broker-restart" => {
+            // Killed a third into the measured run, down for --broker-down.
+            let (rig2, at, down) = (rig.clone(), args.warmup + args.duration / 3, args.broker_down);
+            tokio::spawn(async move {
+                tokio::time::sleep(at).await;
+                let Some(b) = &rig2.broker else { return };
+                let mut b = b.lock().await;
+                b.kill();
+                println!("broker process killed (SIGKILL) at {:.1} s", at.as_secs_f64());
+                tokio::time::sleep(down).await;
+                match b.spawn().await {
+                    Ok(()) => println!("broker process started again after {:.1} s down", down.as_secs_f64()),
+                    Err(e) => eprintln!("BROKER RESTART FAILED: {e:#}"),
+                }
+            });
+        }
         _ => {}
     }
     println!(
@@ -626,8 +737,11 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(v) = &args.serve_broker {
+        return serve_broker(&v[0], &v[1]);
+    }
     if !SCENARIOS.contains(&args.scenario.as_str()) {
-        bail!("unknown scenario '{}': one of {} (broker-restart needs the broker in its own process and is not in this build)", args.scenario, SCENARIOS.join(", "));
+        bail!("unknown scenario '{}': one of {}", args.scenario, SCENARIOS.join(", "));
     }
     if args.rate <= 0.0 || args.rate > 100_000.0 {
         bail!("--rate must be in (0, 100000]");

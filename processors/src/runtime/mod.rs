@@ -6,7 +6,14 @@
 //! 1. The [`Tracker`] takes it: records with different keys run
 //!    concurrently, records with the same key wait in order.
 //! 2. A retry-tier record that is not due yet is held and its partition
-//!    paused until `not_before` — no task sleeps on it.
+//!    paused until `not_before` — no task sleeps on it. Records of one tier
+//!    are due in the order they were written, so nothing behind the held
+//!    one is due earlier. The exception is a record whose `Retry-After` was
+//!    longer than its tier's delay: it is set aside instead (counted in
+//!    flight, so no offset is committed past it) and the partition keeps
+//!    flowing, so one tenant's long `Retry-After` does not hold up another
+//!    tenant's retries. At most a quarter of `max_in_flight` records are set
+//!    aside; beyond that the partition pauses on them too.
 //! 3. The stage runs; its output goes to the next topic, a retryable
 //!    failure to the next retry tier (or the DLQ after the last), a
 //!    permanent failure straight to the DLQ. Producing is retried until the
@@ -183,9 +190,11 @@ impl ConsumerContext for StageContext {
         }
         // Draining: the records already running on these partitions finish
         // (bounded); queued ones are left to the next owner.
+        self.tracker.lock().expect("tracker lock").unqueue(&tps);
         let deadline = Instant::now() + self.drain_timeout;
-        loop {
-            let left = self.tracker.lock().expect("tracker lock").in_flight_on(&tps);
+        let offsets = loop {
+            let mut t = self.tracker.lock().expect("tracker lock");
+            let left = t.running_on(&tps);
             if left == 0 || Instant::now() >= deadline {
                 if left > 0 {
                     warn!(
@@ -193,15 +202,13 @@ impl ConsumerContext for StageContext {
                         left, "revoke drain timed out; unfinished records will be redone by the next owner"
                     );
                 }
-                break;
+                // Under the same lock: nothing finishes between the two.
+                let offsets = t.committable(&tps);
+                t.revoke(&tps);
+                break offsets;
             }
+            drop(t);
             std::thread::sleep(Duration::from_millis(5));
-        }
-        let offsets = {
-            let mut t = self.tracker.lock().expect("tracker lock");
-            let offsets = t.committable(&tps);
-            t.revoke(&tps);
-            offsets
         };
         if !offsets.is_empty() {
             let tpl = tpl_of(&offsets);
@@ -227,13 +234,23 @@ impl ConsumerContext for StageContext {
 
 type StageConsumer = StreamConsumer<StageContext>;
 
+/// A finished record's partition became committable up to `offset`.
+struct Committable {
+    tp: TopicPartition,
+    offset: i64,
+    generation: u64,
+}
+
+/// What the per-key tasks share. It holds no consumer: only `run_stage`
+/// owns it, so a task that outlives a timed-out drain can never be the one
+/// that closes it (librdkafka asserts when a consumer with a rebalance
+/// pending is closed from an arbitrary thread).
 struct Worker {
     wiring: Arc<StageWiring>,
     stage: Arc<dyn Stage>,
     producer: FutureProducer,
-    consumer: Arc<StageConsumer>,
     tracker: Shared,
-    done: mpsc::UnboundedSender<()>,
+    done: mpsc::UnboundedSender<Option<Committable>>,
     shutdown: CancellationToken,
 }
 
@@ -254,7 +271,8 @@ enum Route<'a> {
 }
 
 impl Worker {
-    /// Runs a key's tickets one after another until its queue is empty.
+    /// Runs a key's tickets one after another until its queue is empty (or
+    /// the stage stops: then queued tickets are left for the next owner).
     async fn run_key(self: Arc<Self>, key: Vec<u8>, mut ticket: Ticket<OwnedMessage>) {
         loop {
             self.process(&ticket.job).await;
@@ -263,13 +281,11 @@ impl Worker {
                     .lock()
                     .expect("tracker lock")
                     .finish(&key, &ticket.tp, ticket.offset, ticket.generation);
-            if let Some(off) = committable {
-                let tpl = tpl_of(&[(ticket.tp.clone(), off)]);
-                if let Err(e) = self.consumer.store_offsets(&tpl) {
-                    debug!(stage = self.wiring.stage, error = %e, "offset not stored (partition revoked)");
-                }
-            }
-            let _ = self.done.send(());
+            let _ = self.done.send(committable.map(|offset| Committable {
+                tp: ticket.tp.clone(),
+                offset,
+                generation: ticket.generation,
+            }));
             match next {
                 Some(n) => ticket = n,
                 None => return,
@@ -541,6 +557,19 @@ struct Held {
     msg: OwnedMessage,
 }
 
+/// Leeway between a tier's delay and a record's `not_before` before the
+/// record counts as deferred beyond its tier (clock steps, produce time).
+const SET_ASIDE_SLACK_MS: i64 = 500;
+
+/// Whether a retry record is due later than its tier's delay after it was
+/// written: only a `Retry-After` longer than the tier does that.
+fn due_beyond_its_tier(msg: &OwnedMessage, not_before_ms: i64, tier_delay: Duration) -> bool {
+    let Some(written_ms) = msg.timestamp().to_millis() else {
+        return false;
+    };
+    not_before_ms > written_ms + tier_delay.as_millis() as i64 + SET_ASIDE_SLACK_MS
+}
+
 fn not_before_of(msg: &OwnedMessage) -> Option<i64> {
     crate::headers::get_owned(msg.headers(), "not_before").and_then(|v| v.parse().ok())
 }
@@ -577,12 +606,14 @@ pub async fn run_stage(
         wiring: wiring.clone(),
         stage,
         producer,
-        consumer: consumer.clone(),
         tracker: tracker.clone(),
         done: done_tx,
         shutdown: shutdown.clone(),
     });
     let mut held: HashMap<TopicPartition, Held> = HashMap::new();
+    // Retry records due beyond their tier's delay, reserved in the tracker.
+    let mut set_aside: Vec<Held> = Vec::new();
+    let max_set_aside = (wiring.max_in_flight / 4).max(1);
     let mut paused_for_capacity = false;
     let low_water = (wiring.max_in_flight / 2).max(1);
 
@@ -602,6 +633,17 @@ pub async fn run_stage(
         }
         if let Err(e) = consumer.resume(&tpl) {
             debug!(error = %e, "resume failed");
+        }
+    };
+
+    // Offsets are stored only here, by the consumer's owner; a finish from
+    // an earlier assignment of the partition is ignored.
+    let store = |c: Committable, consumer: &StageConsumer| {
+        if tracker.lock().expect("tracker lock").generation_of(&c.tp) != Some(c.generation) {
+            return;
+        }
+        if let Err(e) = consumer.store_offsets(&tpl_of(&[(c.tp, c.offset)])) {
+            debug!(stage = wiring.stage, error = %e, "offset not stored (partition revoked)");
         }
     };
 
@@ -634,6 +676,18 @@ pub async fn run_stage(
             }
         }
         held.retain(|tp, _| tracker.lock().expect("tracker lock").is_assigned(tp));
+        let (ready, waiting): (Vec<Held>, Vec<Held>) = std::mem::take(&mut set_aside)
+            .into_iter()
+            .filter(|h| {
+                let tp = (h.msg.topic().to_string(), h.msg.partition());
+                tracker.lock().expect("tracker lock").is_assigned(&tp)
+            })
+            .partition(|h| h.due <= now);
+        set_aside = waiting;
+        for h in ready {
+            // Its offset is reserved: taking it now counts it once.
+            dispatch(h.msg);
+        }
 
         // Backpressure.
         let (in_flight, in_flight_bytes) = {
@@ -661,11 +715,15 @@ pub async fn run_stage(
             resume(&assigned, &consumer);
         }
 
-        let next_due = held.values().map(|h| h.due).min();
+        let next_due = held.values().chain(set_aside.iter()).map(|h| h.due).min();
         let sleep_until = next_due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = done_rx.recv() => {}
+            done = done_rx.recv() => {
+                if let Some(Some(c)) = done {
+                    store(c, &consumer);
+                }
+            }
             _ = tokio::time::sleep_until(sleep_until.into()), if next_due.is_some() => {}
             msg = consumer.recv() => {
                 let msg = match msg {
@@ -676,13 +734,23 @@ pub async fn run_stage(
                     }
                 };
                 let tp = (msg.topic().to_string(), msg.partition());
-                if let InputKind::RetryTier(_) = wiring.kind_of(msg.topic()) {
+                if let InputKind::RetryTier(n) = wiring.kind_of(msg.topic()) {
                     if let Some(nb) = not_before_of(&msg) {
                         let wait = nb - now_ms();
                         if wait > 0 {
+                            let due = Instant::now() + Duration::from_millis(wait as u64);
+                            let tier_delay = wiring.retry_tiers.get(n as usize - 1).map_or(Duration::ZERO, |t| t.1);
+                            if set_aside.len() < max_set_aside && due_beyond_its_tier(&msg, nb, tier_delay) {
+                                let bytes = msg.payload().map_or(0, <[u8]>::len) + 256;
+                                if tracker.lock().expect("tracker lock").reserve(&tp, msg.offset(), bytes) {
+                                    debug!(stage = wiring.stage, wait, "retry record due beyond its tier; set aside");
+                                    set_aside.push(Held { due, msg });
+                                }
+                                continue;
+                            }
                             // Hold it and pause its partition until due.
                             pause(std::slice::from_ref(&tp), &consumer);
-                            held.insert(tp, Held { due: Instant::now() + Duration::from_millis(wait as u64), msg });
+                            held.insert(tp, Held { due, msg });
                             continue;
                         }
                     }
@@ -692,13 +760,18 @@ pub async fn run_stage(
         }
     }
 
-    // Shutdown: stop taking records, finish the running ones, commit.
+    // Shutdown: stop taking records, finish the running ones (queued ones
+    // do not start), commit.
     info!(stage = wiring.stage, "stage draining");
-    let assigned = tracker.lock().expect("tracker lock").assigned();
+    let assigned = {
+        let mut t = tracker.lock().expect("tracker lock");
+        t.stop();
+        t.assigned()
+    };
     pause(&assigned, &consumer);
     let deadline = Instant::now() + wiring.drain_timeout;
     loop {
-        let left = tracker.lock().expect("tracker lock").in_flight();
+        let left = tracker.lock().expect("tracker lock").running();
         if left == 0 {
             break;
         }
@@ -721,7 +794,10 @@ pub async fn run_stage(
         }
     }
     drop(worker);
-    // Closing the consumer leaves the group; it blocks, so off the runtime's workers.
+    drop(done_rx);
+    // Closing the consumer leaves the group; it blocks, so off the runtime's
+    // workers. This is the consumer's last owner (the rebalance callback
+    // holds no reference to it).
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
     info!(stage = wiring.stage, "stage stopped");
     Ok(())

@@ -16,6 +16,8 @@ struct PartitionState {
     next_offset: Option<i64>,
     /// Unfinished offsets and the bytes each record holds.
     in_flight: BTreeMap<i64, usize>,
+    /// Records of this partition a worker is running now.
+    running: usize,
 }
 
 /// A record handed to a key's worker.
@@ -34,6 +36,8 @@ pub struct Tracker<J> {
     in_flight: usize,
     in_flight_bytes: usize,
     generation: u64,
+    /// Set at shutdown: no queued record starts any more.
+    stopping: bool,
 }
 
 /// What [`Tracker::take`] decided.
@@ -55,6 +59,7 @@ impl<J> Default for Tracker<J> {
             in_flight: 0,
             in_flight_bytes: 0,
             generation: 0,
+            stopping: false,
         }
     }
 }
@@ -92,6 +97,11 @@ impl<J> Tracker<J> {
         self.partitions.contains_key(tp)
     }
 
+    /// The generation of a partition's current assignment.
+    pub fn generation_of(&self, tp: &TopicPartition) -> Option<u64> {
+        self.partitions.get(tp).map(|p| p.generation)
+    }
+
     pub fn assigned(&self) -> Vec<TopicPartition> {
         self.partitions.keys().cloned().collect()
     }
@@ -101,17 +111,53 @@ impl<J> Tracker<J> {
         self.in_flight
     }
 
+    /// Records running now: one per key with a worker.
+    pub fn running(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Shutdown: the running records finish, but no queued record starts
+    /// after them. Queued records stay unfinished, so no offset is committed
+    /// past them and the next owner redoes them.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
     /// Bytes held by records taken and not finished (the memory budget).
     pub fn in_flight_bytes(&self) -> usize {
         self.in_flight_bytes
     }
 
-    /// Unfinished records on these partitions.
-    pub fn in_flight_on(&self, tps: &[TopicPartition]) -> usize {
+    /// Records of these partitions a worker is running now.
+    pub fn running_on(&self, tps: &[TopicPartition]) -> usize {
         tps.iter()
             .filter_map(|tp| self.partitions.get(tp))
-            .map(|p| p.in_flight.len())
+            .map(|p| p.running)
             .sum()
+    }
+
+    /// Revoke is coming: queued records of these partitions will not start
+    /// (they stay unfinished, so no offset is committed past them; the next
+    /// owner does them). Running ones finish.
+    pub fn unqueue(&mut self, tps: &[TopicPartition]) {
+        for q in self.keys.values_mut() {
+            q.retain(|t| !tps.contains(&t.tp));
+        }
+    }
+
+    /// Counts a record in flight without starting it (a retry record set
+    /// aside until due): no offset is committable past it until it is
+    /// [`take`](Self::take)n and finished. False if the partition is not ours.
+    pub fn reserve(&mut self, tp: &TopicPartition, offset: i64, bytes: usize) -> bool {
+        let Some(p) = self.partitions.get_mut(tp) else {
+            return false;
+        };
+        if p.in_flight.insert(offset, bytes).is_none() {
+            self.in_flight += 1;
+            self.in_flight_bytes += bytes;
+        }
+        p.next_offset = Some(p.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
+        true
     }
 
     /// Takes a consumed record that holds `bytes` of memory.
@@ -139,6 +185,7 @@ impl<J> Tracker<J> {
                 Taken::Queued
             }
             None => {
+                p.running += 1;
                 self.keys.insert(key.to_vec(), VecDeque::new());
                 Taken::Start(ticket)
             }
@@ -160,14 +207,22 @@ impl<J> Tracker<J> {
                 self.in_flight -= 1;
                 self.in_flight_bytes -= bytes;
             }
+            p.running -= 1;
             committable = p.in_flight.keys().next().copied().or(p.next_offset);
         }
         let next = match self.keys.get_mut(key) {
-            Some(q) => q.pop_front(),
-            None => None,
+            Some(q) if !self.stopping => q.pop_front(),
+            _ => None,
         };
-        if next.is_none() {
-            self.keys.remove(key);
+        match &next {
+            Some(t) => {
+                if let Some(p) = self.partitions.get_mut(&t.tp).filter(|p| p.generation == t.generation) {
+                    p.running += 1;
+                }
+            }
+            None => {
+                self.keys.remove(key);
+            }
         }
         (committable, next)
     }
@@ -255,5 +310,66 @@ mod tests {
         // Reassigned later: a new generation, old tickets cannot touch it.
         t.assign([tp(0)]);
         assert_eq!(t.committable(&[tp(0)]), vec![]);
+    }
+
+    #[test]
+    fn a_reserved_record_holds_commits_back_and_is_counted_once_when_taken() {
+        let mut t = Tracker::<i64>::default();
+        t.assign([tp(0)]);
+        assert!(t.reserve(&tp(0), 0, 100));
+        let later = match t.take(tp(0), 1, b"b", 1, 100) {
+            Taken::Start(x) => x,
+            other => panic!("{other:?}"),
+        };
+        let (c, _) = t.finish(b"b", &tp(0), 1, later.generation);
+        assert_eq!(c, Some(0), "committed past a reserved record");
+        let reserved = match t.take(tp(0), 0, b"a", 0, 100) {
+            Taken::Start(x) => x,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(t.in_flight(), 1);
+        let (c, _) = t.finish(b"a", &tp(0), 0, reserved.generation);
+        assert_eq!(c, Some(2));
+        assert_eq!((t.in_flight(), t.in_flight_bytes()), (0, 0));
+        assert!(!t.reserve(&tp(1), 0, 100), "reserved on a partition that is not ours");
+    }
+
+    #[test]
+    fn unqueued_records_do_not_start_and_are_not_committed_past() {
+        let mut t = Tracker::<i64>::default();
+        t.assign([tp(0), tp(1)]);
+        let a = match t.take(tp(0), 0, b"k", 0, 100) {
+            Taken::Start(x) => x,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(t.take(tp(0), 1, b"k", 1, 100), Taken::Queued));
+        assert!(matches!(t.take(tp(1), 0, b"k", 9, 100), Taken::Queued));
+        assert_eq!(t.running_on(&[tp(0)]), 1);
+        t.unqueue(&[tp(0)]);
+        let (c, next) = t.finish(b"k", &tp(0), 0, a.generation);
+        assert_eq!(c, Some(1));
+        // The key's record on partition 1 still runs; it is now running there.
+        assert_eq!(next.map(|n| n.job), Some(9));
+        assert_eq!((t.running_on(&[tp(0)]), t.running_on(&[tp(1)])), (0, 1));
+    }
+
+    #[test]
+    fn after_stop_no_queued_record_starts_and_commits_stop_before_it() {
+        let mut t = Tracker::<i64>::default();
+        t.assign([tp(0)]);
+        let running = match t.take(tp(0), 0, b"k", 0, 100) {
+            Taken::Start(x) => x,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(t.take(tp(0), 1, b"k", 1, 100), Taken::Queued));
+        assert!(matches!(t.take(tp(0), 2, b"j", 2, 100), Taken::Start(_)));
+        assert_eq!(t.running(), 2);
+        t.stop();
+        let (c, next) = t.finish(b"k", &tp(0), 0, running.generation);
+        assert!(next.is_none(), "a queued record started after stop");
+        assert_eq!(c, Some(1), "the queued record is not committed past");
+        assert_eq!(t.running(), 1);
+        assert_eq!(t.running_on(&[tp(0)]), 1);
+        assert_eq!(t.committable(&[tp(0)]), vec![(tp(0), 1)]);
     }
 }

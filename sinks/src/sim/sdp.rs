@@ -61,6 +61,8 @@ struct Inner {
     portals: HashMap<String, Portal>,
     recorded: Vec<RecordedNote>,
     calls: u64,
+    /// (portal, epoch ms) of every call.
+    call_log: Vec<(String, i64)>,
     next_note_id: u64,
     auto_create: bool,
     latency: Latency,
@@ -188,12 +190,24 @@ impl SdpSimulator {
     pub fn calls(&self) -> u64 {
         self.with(|i| i.calls)
     }
+
+    /// When each call for `portal` arrived (epoch ms), in order.
+    pub fn call_times(&self, portal: &str) -> Vec<i64> {
+        self.with(|i| {
+            i.call_log
+                .iter()
+                .filter(|(p, _)| p == portal)
+                .map(|(_, t)| *t)
+                .collect()
+        })
+    }
 }
 
 /// Checks Accept, auth and faults; on success returns the auth kind and token.
 fn admit(inner: &Shared, portal: &str, headers: &HeaderMap) -> Result<(&'static str, String), Box<Response>> {
     let mut i = inner.lock().expect("simulator lock");
     i.calls += 1;
+    i.call_log.push((portal.to_string(), crate::now_ms()));
     let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or("");
     if !accept.contains(SDP_ACCEPT) {
         return Err(Box::new(status_body(

@@ -80,6 +80,11 @@ impl Harness {
     }
 
     pub async fn add_tenant(&mut self, t: &Tenant) {
+        self.add_tenant_limited(t, 6000).await
+    }
+
+    /// Adds a tenant whose SDP calls are limited to `requests_per_minute`.
+    pub async fn add_tenant_limited(&mut self, t: &Tenant, requests_per_minute: u32) {
         self.sdp.add_portal(t.id, t.auth, t.token);
         self.sdp.auto_create_requests(true);
         let (secret, token) = tenants::add(
@@ -90,7 +95,7 @@ impl Harness {
                 servicedesk_token: t.token.into(),
                 servicedesk_auth: t.auth.as_str().into(),
                 webhook_secret: None,
-                requests_per_minute: 6000,
+                requests_per_minute,
                 events: vec![],
             },
         )
