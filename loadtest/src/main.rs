@@ -319,19 +319,37 @@ struct Measured {
     lag: LagSampler,
 }
 
-/// Samples total consumer lag once a second until stopped.
+/// One second's sample: total consumer lag and this process's RSS.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Duration,
+    lag: Option<i64>,
+    rss_bytes: Option<u64>,
+}
+
+/// Samples total consumer lag and RSS once a second until stopped.
 struct LagSampler {
-    samples: Arc<std::sync::Mutex<Vec<(Duration, i64)>>>,
+    samples: Arc<std::sync::Mutex<Vec<Sample>>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl LagSampler {
-    fn stop(&mut self) -> Vec<(Duration, i64)> {
+    /// Stops sampling; once this returns the task has let go of the rig.
+    async fn stop(&mut self) -> Vec<Sample> {
         if let Some(t) = self.task.take() {
             t.abort();
+            let _ = t.await;
         }
         self.samples.lock().expect("lag lock").clone()
     }
+}
+
+/// Resident set size of this process (Linux `/proc/self/status`).
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 async fn drive(rig: &Arc<Rig>, args: &Args, profile: Profile, sample_lag: bool) -> Measured {
@@ -348,15 +366,19 @@ async fn drive(rig: &Arc<Rig>, args: &Args, profile: Profile, sample_lag: bool) 
         tokio::spawn(async move {
             let start = Instant::now();
             while Instant::now() < until {
-                if let Ok(v) = rig.running.ops.lag_report().await {
-                    let total: i64 = v["groups"]
+                let lag = rig.running.ops.lag_report().await.ok().map(|v| {
+                    v["groups"]
                         .as_array()
                         .into_iter()
                         .flatten()
                         .filter_map(|g| g["total_lag"].as_i64())
-                        .sum();
-                    samples.lock().expect("lag lock").push((start.elapsed(), total));
-                }
+                        .sum::<i64>()
+                });
+                samples.lock().expect("lag lock").push(Sample {
+                    at: start.elapsed(),
+                    lag,
+                    rss_bytes: rss_bytes(),
+                });
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
@@ -587,6 +609,8 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
         (_, Some(from)) => Profile::Ramp { from, to: args.rate },
         _ => Profile::Constant { rate: args.rate },
     };
+    // Fault injection running beside the generator; holds the rig.
+    let mut injector: Option<tokio::task::JoinHandle<()>> = None;
     match args.scenario.as_str() {
         "llm-outage" => rig.llm.set_fault(Some(LlmFault::Status {
             status: 503,
@@ -599,17 +623,17 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
             }
             // Throttled for the first 30 s (or a third of the run), then recovered.
             let (rig2, hold) = (rig.clone(), Duration::from_secs(30).min(total / 3));
-            tokio::spawn(async move {
+            injector = Some(tokio::spawn(async move {
                 tokio::time::sleep(hold).await;
                 for (t, _) in &rig2.secrets {
                     rig2.sdp.set_fault(t, None);
                 }
-            });
+            }));
         }
         "broker-restart" => {
             // Killed a third into the measured run, down for --broker-down.
             let (rig2, at, down) = (rig.clone(), args.warmup + args.duration / 3, args.broker_down);
-            tokio::spawn(async move {
+            injector = Some(tokio::spawn(async move {
                 tokio::time::sleep(at).await;
                 let Some(b) = &rig2.broker else { return };
                 let mut b = b.lock().await;
@@ -620,7 +644,7 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
                     Ok(()) => println!("broker process started again after {:.1} s down", down.as_secs_f64()),
                     Err(e) => eprintln!("BROKER RESTART FAILED: {e:#}"),
                 }
-            });
+            }));
         }
         _ => {}
     }
@@ -677,15 +701,22 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
                 s.e2e_p50_ms = Some(s.e2e_p50_ms.map_or(ms, |v| v.max(ms)));
             }
         }
-        let lag_samples = m.lag.stop();
-        for (t, lag) in &lag_samples {
-            let sec = t.as_secs() as usize;
+        let samples = m.lag.stop().await;
+        for s in &samples {
+            let sec = s.at.as_secs() as usize;
             while timeline.len() <= sec {
                 timeline.push(report::Second::default());
             }
-            timeline[sec].lag = Some(*lag);
+            timeline[sec].lag = s.lag;
         }
-        out["pipeline"] = json!({"jobs_per_sec": jobs_per_sec, "e2e_latency": e2e_sum, "accounting": acc, "lag_samples": lag_samples.iter().map(|(t, l)| json!([t.as_secs_f64(), l])).collect::<Vec<_>>()});
+        let max_lag = samples.iter().filter_map(|s| s.lag).max().unwrap_or(0);
+        let peak_rss_mib = samples.iter().filter_map(|s| s.rss_bytes).max().unwrap_or(0) as f64 / 1048576.0;
+        println!(
+            "backlog and memory: consumer lag peaked at {max_lag} records; this process (broker, ingest, all five stages, simulators, generator) peaked at {peak_rss_mib:.0} MiB RSS"
+        );
+        out["pipeline"] = json!({"jobs_per_sec": jobs_per_sec, "e2e_latency": e2e_sum, "accounting": acc,
+            "max_lag": max_lag, "peak_rss_mib": peak_rss_mib,
+            "samples": samples.iter().map(|s| json!({"t": s.at.as_secs_f64(), "lag": s.lag, "rss_mib": s.rss_bytes.map(|b| b as f64 / 1048576.0)})).collect::<Vec<_>>()});
         if acc["balanced"] != json!(true) {
             eprintln!("ACCOUNTING FAILED: {acc}");
         }
@@ -725,9 +756,16 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
     );
     let balanced = out["pipeline"]["accounting"]["balanced"].as_bool().unwrap_or(true)
         && out["accounting"]["lost"].as_i64().unwrap_or(0) == 0;
-    let r = Arc::try_unwrap(rig).ok();
-    if let Some(r) = r {
-        r.running.stop().await;
+    if let Some(t) = injector {
+        t.abort();
+        let _ = t.await;
+    }
+    let _ = m.lag.stop().await;
+    // Every task holding the rig has ended: stop the pipeline before the
+    // broker goes (a consumer closed after its broker would wait on it).
+    match Arc::try_unwrap(rig) {
+        Ok(r) => r.running.stop().await,
+        Err(_) => eprintln!("the rig is still shared; stopping without draining the stages"),
     }
     if !balanced {
         bail!("accounting does not balance: see report.json");
@@ -758,11 +796,14 @@ fn main() -> anyhow::Result<()> {
         )
         .enable_all()
         .build()?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         if args.find_max {
             find_max(&args).await
         } else {
             scenario(&args).await
         }
-    })
+    });
+    // Whatever is left (librdkafka closing) gets a bound, not a hang.
+    rt.shutdown_timeout(Duration::from_secs(5));
+    result
 }
