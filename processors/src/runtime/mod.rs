@@ -211,8 +211,19 @@ impl ConsumerContext for StageContext {
             std::thread::sleep(Duration::from_millis(5));
         };
         if !offsets.is_empty() {
+            // Asynchronous: the request goes out ahead of the rejoin on the
+            // coordinator connection, and a broker that is gone cannot hang
+            // this callback (a synchronous commit waits without a bound; a
+            // consumer closed after its broker stopped would never return).
+            // Offsets committed late only redo records, which is idempotent.
+            // Stored too: librdkafka commits the stored offsets when it
+            // unassigns, and those may lag behind (finishes not yet seen by
+            // the main loop, which is blocked in this callback).
             let tpl = tpl_of(&offsets);
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            if let Err(e) = consumer.store_offsets(&tpl) {
+                debug!(stage = self.stage, error = %e, "offsets not stored on revoke");
+            }
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
                 warn!(stage = self.stage, error = %e, "commit on revoke failed");
             }
         }
@@ -551,10 +562,21 @@ struct FailureContext {
     throttles: u32,
 }
 
-/// A retry record held until it is due, its partition paused.
+/// A retry record held until it is due, its partition paused (or, set
+/// aside, reserved in the tracker).
 struct Held {
     due: Instant,
     msg: OwnedMessage,
+    /// The partition's assignment it was read under: after a revoke (even
+    /// if the partition comes back) the record is redelivered, so this copy
+    /// is dropped.
+    generation: Option<u64>,
+}
+
+impl Held {
+    fn tp(&self) -> TopicPartition {
+        (self.msg.topic().to_string(), self.msg.partition())
+    }
 }
 
 /// Leeway between a tier's delay and a record's `not_before` before the
@@ -666,22 +688,20 @@ pub async fn run_stage(
             .filter(|(_, h)| h.due <= now)
             .map(|(tp, _)| tp.clone())
             .collect();
+        let current = |h: &Held| tracker.lock().expect("tracker lock").generation_of(&h.tp()) == h.generation;
         for tp in due {
             let h = held.remove(&tp).expect("due record is held");
-            if tracker.lock().expect("tracker lock").is_assigned(&tp) {
+            if current(&h) {
                 dispatch(h.msg);
                 if !paused_for_capacity {
                     resume(std::slice::from_ref(&tp), &consumer);
                 }
             }
         }
-        held.retain(|tp, _| tracker.lock().expect("tracker lock").is_assigned(tp));
+        held.retain(|_, h| current(h));
         let (ready, waiting): (Vec<Held>, Vec<Held>) = std::mem::take(&mut set_aside)
             .into_iter()
-            .filter(|h| {
-                let tp = (h.msg.topic().to_string(), h.msg.partition());
-                tracker.lock().expect("tracker lock").is_assigned(&tp)
-            })
+            .filter(|h| current(h))
             .partition(|h| h.due <= now);
         set_aside = waiting;
         for h in ready {
@@ -739,18 +759,19 @@ pub async fn run_stage(
                         let wait = nb - now_ms();
                         if wait > 0 {
                             let due = Instant::now() + Duration::from_millis(wait as u64);
+                            let generation = tracker.lock().expect("tracker lock").generation_of(&tp);
                             let tier_delay = wiring.retry_tiers.get(n as usize - 1).map_or(Duration::ZERO, |t| t.1);
                             if set_aside.len() < max_set_aside && due_beyond_its_tier(&msg, nb, tier_delay) {
                                 let bytes = msg.payload().map_or(0, <[u8]>::len) + 256;
                                 if tracker.lock().expect("tracker lock").reserve(&tp, msg.offset(), bytes) {
                                     debug!(stage = wiring.stage, wait, "retry record due beyond its tier; set aside");
-                                    set_aside.push(Held { due, msg });
+                                    set_aside.push(Held { due, msg, generation });
                                 }
                                 continue;
                             }
                             // Hold it and pause its partition until due.
                             pause(std::slice::from_ref(&tp), &consumer);
-                            held.insert(tp, Held { due, msg });
+                            held.insert(tp, Held { due, msg, generation });
                             continue;
                         }
                     }
@@ -786,10 +807,15 @@ pub async fn run_stage(
     }
     let offsets = tracker.lock().expect("tracker lock").committable(&assigned);
     if !offsets.is_empty() {
-        // A synchronous commit blocks its thread until the broker answers.
-        let c = consumer.clone();
-        let committed = tokio::task::spawn_blocking(move || c.commit(&tpl_of(&offsets), CommitMode::Sync)).await;
-        if let Ok(Err(e)) = committed {
+        // Asynchronous (see the revoke callback): closing the consumer below
+        // waits for the outstanding commit, bounded by librdkafka's request
+        // timeouts rather than forever when the broker is gone. Stored as
+        // well, because the close commits the stored offsets after it.
+        let tpl = tpl_of(&offsets);
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            debug!(stage = wiring.stage, error = %e, "final offsets not stored");
+        }
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
             warn!(stage = wiring.stage, error = %e, "final commit failed");
         }
     }
