@@ -227,6 +227,12 @@ impl ConsumerContext for StageContext {
                 warn!(stage = self.stage, error = %e, "commit on revoke failed");
             }
         }
+        // librdkafka keeps an application pause across revoke and re-assign:
+        // a partition paused for a held retry record (whose copy is dropped
+        // now) would never flow again if it came back to us.
+        if let Err(e) = consumer.resume(tpl) {
+            debug!(stage = self.stage, error = %e, "resume on revoke failed");
+        }
         info!(
             stage = self.stage,
             partitions = tps.len(),
@@ -245,10 +251,10 @@ impl ConsumerContext for StageContext {
 
 type StageConsumer = StreamConsumer<StageContext>;
 
-/// A finished record's partition became committable up to `offset`.
-struct Committable {
+/// A record finished on this partition (of this assignment): its
+/// committable offset may have moved.
+struct Finished {
     tp: TopicPartition,
-    offset: i64,
     generation: u64,
 }
 
@@ -261,7 +267,7 @@ struct Worker {
     stage: Arc<dyn Stage>,
     producer: FutureProducer,
     tracker: Shared,
-    done: mpsc::UnboundedSender<Option<Committable>>,
+    done: mpsc::UnboundedSender<Option<Finished>>,
     shutdown: CancellationToken,
 }
 
@@ -292,9 +298,8 @@ impl Worker {
                     .lock()
                     .expect("tracker lock")
                     .finish(&key, &ticket.tp, ticket.offset, ticket.generation);
-            let _ = self.done.send(committable.map(|offset| Committable {
+            let _ = self.done.send(committable.map(|_| Finished {
                 tp: ticket.tp.clone(),
-                offset,
                 generation: ticket.generation,
             }));
             match next {
@@ -637,6 +642,8 @@ pub async fn run_stage(
     let mut set_aside: Vec<Held> = Vec::new();
     let max_set_aside = (wiring.max_in_flight / 4).max(1);
     let mut paused_for_capacity = false;
+    // Partitions assigned while paused for capacity start unpaused.
+    let mut seen_epoch = 0;
     let low_water = (wiring.max_in_flight / 2).max(1);
 
     let pause = |tps: &[TopicPartition], consumer: &StageConsumer| {
@@ -660,11 +667,17 @@ pub async fn run_stage(
 
     // Offsets are stored only here, by the consumer's owner; a finish from
     // an earlier assignment of the partition is ignored.
-    let store = |c: Committable, consumer: &StageConsumer| {
-        if tracker.lock().expect("tracker lock").generation_of(&c.tp) != Some(c.generation) {
-            return;
-        }
-        if let Err(e) = consumer.store_offsets(&tpl_of(&[(c.tp, c.offset)])) {
+    let store = |c: Finished, consumer: &StageConsumer| {
+        // Read again now: finishes may reach this loop out of order, and the
+        // stored offset must never move back.
+        let offsets = {
+            let t = tracker.lock().expect("tracker lock");
+            if t.generation_of(&c.tp) != Some(c.generation) {
+                return;
+            }
+            t.committable(std::slice::from_ref(&c.tp))
+        };
+        if let Err(e) = consumer.store_offsets(&tpl_of(&offsets)) {
             debug!(stage = wiring.stage, error = %e, "offset not stored (partition revoked)");
         }
     };
@@ -710,10 +723,15 @@ pub async fn run_stage(
         }
 
         // Backpressure.
-        let (in_flight, in_flight_bytes) = {
+        let (in_flight, in_flight_bytes, epoch) = {
             let t = tracker.lock().expect("tracker lock");
-            (t.in_flight(), t.in_flight_bytes())
+            (t.in_flight(), t.in_flight_bytes(), t.assignment_epoch())
         };
+        if paused_for_capacity && epoch != seen_epoch {
+            let assigned = tracker.lock().expect("tracker lock").assigned();
+            pause(&assigned, &consumer);
+        }
+        seen_epoch = epoch;
         if !paused_for_capacity && (in_flight >= wiring.max_in_flight || in_flight_bytes >= wiring.max_in_flight_bytes)
         {
             paused_for_capacity = true;

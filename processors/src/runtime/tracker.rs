@@ -69,14 +69,25 @@ impl<J> Tracker<J> {
         for tp in tps {
             self.generation += 1;
             let generation = self.generation;
-            self.partitions.insert(
+            let old = self.partitions.insert(
                 tp,
                 PartitionState {
                     generation,
                     ..Default::default()
                 },
             );
+            // Assigned again without a revoke (an error rebalance): forget
+            // what the old assignment held, as a revoke would.
+            if let Some(p) = old {
+                self.in_flight -= p.in_flight.len();
+                self.in_flight_bytes -= p.in_flight.values().sum::<usize>();
+            }
         }
+    }
+
+    /// Changes whenever a partition is assigned.
+    pub fn assignment_epoch(&self) -> u64 {
+        self.generation
     }
 
     /// Forgets partitions; their queued (not started) records are dropped
@@ -152,9 +163,12 @@ impl<J> Tracker<J> {
         let Some(p) = self.partitions.get_mut(tp) else {
             return false;
         };
-        if p.in_flight.insert(offset, bytes).is_none() {
-            self.in_flight += 1;
-            self.in_flight_bytes += bytes;
+        match p.in_flight.insert(offset, bytes) {
+            Some(old) => self.in_flight_bytes = self.in_flight_bytes - old + bytes,
+            None => {
+                self.in_flight += 1;
+                self.in_flight_bytes += bytes;
+            }
         }
         p.next_offset = Some(p.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
         true
