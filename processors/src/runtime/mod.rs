@@ -22,9 +22,13 @@
 //!    auto-commit sends what is stored.
 //!
 //! Backpressure: at `max_in_flight` records or `max_in_flight_bytes` of
-//! payload every partition is paused, and resumed when both are back under
-//! half; librdkafka's own prefetch is capped at 16 MiB. Memory therefore
-//! stays bounded however large the backlog. On revoke the revoked partitions drain (bounded) and commit
+//! payload the stage stops polling its consumer, and polls again when both
+//! are back under half; librdkafka's own prefetch is capped at 16 MiB, so it
+//! stops fetching meanwhile. Memory therefore stays bounded however large
+//! the backlog. (Pausing the partitions instead was measured 8× slower:
+//! every resume discards librdkafka's prefetched records and fetches them
+//! again, and tansu's fetch reads from the offset to the high watermark, so
+//! each refetch costs the whole backlog.) On revoke the revoked partitions drain (bounded) and commit
 //! (Consuming → Draining → Complete); on shutdown all of them do.
 
 pub mod tracker;
@@ -641,9 +645,7 @@ pub async fn run_stage(
     // Retry records due beyond their tier's delay, reserved in the tracker.
     let mut set_aside: Vec<Held> = Vec::new();
     let max_set_aside = (wiring.max_in_flight / 4).max(1);
-    let mut paused_for_capacity = false;
-    // Partitions assigned while paused for capacity start unpaused.
-    let mut seen_epoch = 0;
+    let mut at_capacity = false;
     let low_water = (wiring.max_in_flight / 2).max(1);
 
     let pause = |tps: &[TopicPartition], consumer: &StageConsumer| {
@@ -706,9 +708,7 @@ pub async fn run_stage(
             let h = held.remove(&tp).expect("due record is held");
             if current(&h) {
                 dispatch(h.msg);
-                if !paused_for_capacity {
-                    resume(std::slice::from_ref(&tp), &consumer);
-                }
+                resume(std::slice::from_ref(&tp), &consumer);
             }
         }
         held.retain(|_, h| current(h));
@@ -723,34 +723,18 @@ pub async fn run_stage(
         }
 
         // Backpressure.
-        let (in_flight, in_flight_bytes, epoch) = {
+        let (in_flight, in_flight_bytes) = {
             let t = tracker.lock().expect("tracker lock");
-            (t.in_flight(), t.in_flight_bytes(), t.assignment_epoch())
+            (t.in_flight(), t.in_flight_bytes())
         };
-        if paused_for_capacity && epoch != seen_epoch {
-            let assigned = tracker.lock().expect("tracker lock").assigned();
-            pause(&assigned, &consumer);
-        }
-        seen_epoch = epoch;
-        if !paused_for_capacity && (in_flight >= wiring.max_in_flight || in_flight_bytes >= wiring.max_in_flight_bytes)
-        {
-            paused_for_capacity = true;
-            let assigned = tracker.lock().expect("tracker lock").assigned();
-            pause(&assigned, &consumer);
+        if !at_capacity && (in_flight >= wiring.max_in_flight || in_flight_bytes >= wiring.max_in_flight_bytes) {
+            at_capacity = true;
             debug!(
                 stage = wiring.stage,
-                in_flight, in_flight_bytes, "in-flight bound reached; partitions paused"
+                in_flight, in_flight_bytes, "in-flight bound reached; not polling"
             );
-        } else if paused_for_capacity && in_flight <= low_water && in_flight_bytes <= wiring.max_in_flight_bytes / 2 {
-            paused_for_capacity = false;
-            let assigned: Vec<TopicPartition> = tracker
-                .lock()
-                .expect("tracker lock")
-                .assigned()
-                .into_iter()
-                .filter(|tp| !held.contains_key(tp))
-                .collect();
-            resume(&assigned, &consumer);
+        } else if at_capacity && in_flight <= low_water && in_flight_bytes <= wiring.max_in_flight_bytes / 2 {
+            at_capacity = false;
         }
 
         let next_due = held.values().chain(set_aside.iter()).map(|h| h.due).min();
@@ -763,7 +747,7 @@ pub async fn run_stage(
                 }
             }
             _ = tokio::time::sleep_until(sleep_until.into()), if next_due.is_some() => {}
-            msg = consumer.recv() => {
+            msg = consumer.recv(), if !at_capacity => {
                 let msg = match msg {
                     Ok(m) => m.detach(),
                     Err(e) => {

@@ -85,11 +85,6 @@ impl<J> Tracker<J> {
         }
     }
 
-    /// Changes whenever a partition is assigned.
-    pub fn assignment_epoch(&self) -> u64 {
-        self.generation
-    }
-
     /// Forgets partitions; their queued (not started) records are dropped
     /// and will be redelivered to the partitions' next owner.
     pub fn revoke(&mut self, tps: &[TopicPartition]) {

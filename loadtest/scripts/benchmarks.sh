@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Reproduces every number in the README's "Benchmarks" section, one run
+# after another on this machine (each run is bounded in count and time and
+# targets loopback only). Reports land in loadtest-out/<name>/ (report.json,
+# chart.svg); the summaries are printed. Usage: bash loadtest/scripts/benchmarks.sh [name...]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release -p loadtest -q
+lt=target/release/loadtest
+run() {
+  local name=$1; shift
+  echo "=== $name: loadtest $*"
+  "$lt" --out "loadtest-out/$name" "$@"
+}
+WANT="${*:-}"
+want() { [ -z "$WANT" ] || [[ " $WANT " == *" $1 "* ]]; }
+
+# Highest ingest rate held with p99 < 50 ms, and the raw limits beside it.
+if want ingest-max; then run ingest-max --scenario ingest --find-max --ramp-from 500 --rate 20000 --duration 10s --warmup 2s; fi
+# Stage runtime: 2,000 jobs over 2,000 tickets, every topic 1 partition, LLM 2 s per call.
+if want pipeline-1p; then run pipeline-1p --scenario pipeline --partitions 1 --rate 1000 --duration 2s --warmup 0s --llm-latency 2s --baselines false --settle 300s; fi
+# Sustained pipeline with the default settings and a 2 s LLM.
+if want pipeline; then run pipeline --scenario pipeline --rate 100 --duration 60s --llm-latency 2s --settle 300s; fi
+# Scenarios: loss and duplicates must be zero in each.
+if want sdp-throttle; then run sdp-throttle --scenario sdp-throttle --rate 20 --duration 60s --llm-latency 500ms --baselines false --settle 300s; fi
+if want llm-outage; then run llm-outage --scenario llm-outage --rate 50 --duration 30s --baselines false --settle 300s; fi
+if want broker-restart; then run broker-restart --scenario broker-restart --rate 50 --duration 30s --llm-latency 500ms --broker-down 5s --baselines false --settle 300s; fi
+if want burst; then run burst --scenario burst --rate 30 --duration 30s --llm-latency 2s --baselines false --settle 300s; fi
+# Memory under a deep backlog: ~100,000 webhooks in, LLM 2 s; peak RSS of the whole process.
+if want backlog; then run backlog --scenario pipeline --rate 1500 --duration 67s --warmup 0s --llm-latency 2s --synthesize-in-flight 1024 --baselines false --settle 900s; fi
