@@ -10,8 +10,8 @@
 //!
 //! Scenarios: `ingest`, `pipeline`, `sdp-throttle`, `llm-outage`, `burst`,
 //! `broker-restart` (the broker runs in a child process of the harness,
-//! which is killed with SIGKILL mid-run and started again on the same
-//! address and data).
+//! which is stopped mid-run — SIGTERM, or SIGKILL with `--broker-stop kill`
+//! — and started again on the same address and data).
 //! Reports: summary on stdout, `report.json` and `chart.svg` in `--out`.
 
 mod baseline;
@@ -89,19 +89,24 @@ struct Args {
     /// broker-restart: how long the broker stays down.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     broker_down: Duration,
+    /// broker-restart: how the broker process is stopped: `term` (SIGTERM,
+    /// a clean shutdown as in a rolling restart) or `kill` (SIGKILL, a crash).
+    #[arg(long, default_value = "term", value_parser = ["term", "kill"])]
+    broker_stop: String,
     /// Internal: run only the embedded broker on ADDR with data in DIR (the
     /// broker-restart scenario's child process).
     #[arg(long, num_args = 2, value_names = ["ADDR", "DIR"], hide = true)]
     serve_broker: Option<Vec<String>>,
 }
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "ingest",
     "pipeline",
     "sdp-throttle",
     "llm-outage",
     "burst",
     "broker-restart",
+    "backlog",
 ];
 
 /// The broker of the broker-restart scenario: this binary re-executed with
@@ -149,6 +154,21 @@ impl BrokerProcess {
             let _ = c.wait();
         }
     }
+
+    /// SIGTERM and wait (up to 30 s, then SIGKILL): the broker shuts down
+    /// cleanly.
+    fn terminate(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.kill();
+    }
 }
 
 impl Drop for BrokerProcess {
@@ -161,17 +181,21 @@ fn serve_broker(addr: &str, dir: &str) -> anyhow::Result<()> {
     let addr: std::net::SocketAddr = addr.parse().context("--serve-broker address")?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let _broker = topology::broker::EmbeddedBroker::start(addr, std::path::Path::new(dir))
+        let broker = topology::broker::EmbeddedBroker::start(addr, std::path::Path::new(dir))
             .await
             .map_err(anyhow::Error::msg)?;
-        // Runs until killed.
-        std::future::pending::<()>().await;
+        // Runs until SIGTERM (then stops cleanly) or SIGKILL.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        term.recv().await;
+        drop(broker);
         Ok(())
     })
 }
 
 struct Rig {
     running: topology::app::Running,
+    /// The configuration `running` was started with.
+    vars: HashMap<String, String>,
     /// The broker's own process (broker-restart), else embedded in `running`.
     broker: Option<tokio::sync::Mutex<BrokerProcess>>,
     sdp: SdpSimulator,
@@ -242,6 +266,7 @@ async fn rig(args: &Args, components: &[&str]) -> anyhow::Result<Rig> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
     Ok(Rig {
         running,
+        vars,
         broker: broker.map(tokio::sync::Mutex::new),
         sdp,
         llm,
@@ -624,6 +649,80 @@ async fn find_max(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// backlog: webhooks are queued with ingest alone; then the five stages
+/// start in this process and work through the backlog with the LLM at
+/// `--llm-latency`, for `--settle`. The RSS they add while the backlog is
+/// deep is the stage runtime's memory under load (bounded by the in-flight
+/// limits and librdkafka's 16 MiB prefetch per stage, not by the backlog).
+async fn backlog(args: &Args) -> anyhow::Result<()> {
+    let rig = Arc::new(rig(args, &["ingest"]).await?);
+    println!(
+        "backlog: queueing at {:.0}/s for {:.0} s with ingest alone",
+        args.rate,
+        args.duration.as_secs_f64()
+    );
+    let m = drive(&rig, args, Profile::Constant { rate: args.rate }, false).await;
+    let (lat, errors, _, _) = ingest_stats(&m, args);
+    let queued = m
+        .result
+        .samples
+        .iter()
+        .filter(|s| matches!(s.outcome, Outcome::Accepted { .. }))
+        .count();
+    println!(
+        "queued {queued} webhooks (ingest p99 {} ms, errors: {})",
+        lat["p99_ms"],
+        report::classes(&errors)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss_bytes().unwrap_or(0);
+    let mut vars = rig.vars.clone();
+    vars.insert("KAFKA_BROKERS".into(), rig.running.bootstrap.clone());
+    let stages: Vec<String> = topology::dataflow::STAGES.iter().map(|s| s.to_string()).collect();
+    let running = topology::app::start(&Config::from_map(&vars)?, &stages).await?;
+    let started = Instant::now();
+    let (mut peak, mut samples) = (before, Vec::new());
+    while started.elapsed() < args.settle {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss = rss_bytes().unwrap_or(0);
+        peak = peak.max(rss);
+        let lag = rig.running.ops.lag_counts().await.ok().map(|v| {
+            v["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|g| g["total_lag"].as_i64())
+                .sum::<i64>()
+        });
+        samples.push(json!({"t": started.elapsed().as_secs_f64(), "rss_mib": rss as f64 / 1048576.0, "lag": lag}));
+    }
+    let notes = rig.sdp.note_count();
+    let mib = |b: u64| b as f64 / 1048576.0;
+    println!(
+        "stages ran {:.0} s on the backlog: {notes} notes posted; process RSS {:.0} MiB before the stages, peak {:.0} MiB: the stages added {:.0} MiB",
+        started.elapsed().as_secs_f64(),
+        mib(before),
+        mib(peak),
+        mib(peak.saturating_sub(before))
+    );
+    std::fs::create_dir_all(&args.out)?;
+    std::fs::write(
+        args.out.join("report.json"),
+        serde_json::to_string_pretty(
+            &json!({"scenario": "backlog", "args": format!("{args:?}"), "queued": queued,
+            "ingest_latency": lat, "ingest_errors": errors, "notes_posted": notes,
+            "rss_before_stages_mib": mib(before), "rss_peak_mib": mib(peak),
+            "stages_added_mib": mib(peak.saturating_sub(before)), "samples": samples}),
+        )?,
+    )?;
+    running.stop().await;
+    match Arc::try_unwrap(rig) {
+        Ok(r) => r.running.stop().await,
+        Err(_) => eprintln!("the rig is still shared; stopping without draining"),
+    }
+    Ok(())
+}
+
 async fn scenario(args: &Args) -> anyhow::Result<()> {
     let ingest_only = args.scenario == "ingest";
     let components: Vec<&str> = if ingest_only {
@@ -667,12 +766,18 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
         "broker-restart" => {
             // Killed a third into the measured run, down for --broker-down.
             let (rig2, at, down) = (rig.clone(), args.warmup + args.duration / 3, args.broker_down);
+            let graceful = args.broker_stop == "term";
             injector = Some(tokio::spawn(async move {
                 tokio::time::sleep(at).await;
                 let Some(b) = &rig2.broker else { return };
                 let mut b = b.lock().await;
-                b.kill();
-                println!("broker process killed (SIGKILL) at {:.1} s", at.as_secs_f64());
+                if graceful {
+                    tokio::task::block_in_place(|| b.terminate());
+                    println!("broker process stopped (SIGTERM) at {:.1} s", at.as_secs_f64());
+                } else {
+                    b.kill();
+                    println!("broker process killed (SIGKILL) at {:.1} s", at.as_secs_f64());
+                }
                 tokio::time::sleep(down).await;
                 match b.spawn().await {
                     Ok(()) => println!("broker process started again after {:.1} s down", down.as_secs_f64()),
@@ -841,6 +946,8 @@ fn main() -> anyhow::Result<()> {
     let result = rt.block_on(async {
         if args.find_max {
             find_max(&args).await
+        } else if args.scenario == "backlog" {
+            backlog(&args).await
         } else {
             scenario(&args).await
         }
