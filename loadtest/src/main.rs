@@ -370,6 +370,20 @@ impl LagSampler {
     }
 }
 
+/// Records not yet consumed, summed over every stage group (None when the
+/// broker does not answer).
+async fn total_lag(rig: &Rig) -> Option<i64> {
+    let v = rig.running.ops.lag_counts().await.ok()?;
+    Some(
+        v["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g["total_lag"].as_i64())
+            .sum(),
+    )
+}
+
 /// Resident set size of this process (Linux `/proc/self/status`).
 fn rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -392,14 +406,7 @@ async fn drive(rig: &Arc<Rig>, args: &Args, profile: Profile, sample_lag: bool) 
         tokio::spawn(async move {
             let start = Instant::now();
             while Instant::now() < until {
-                let lag = rig.running.ops.lag_counts().await.ok().map(|v| {
-                    v["groups"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|g| g["total_lag"].as_i64())
-                        .sum::<i64>()
-                });
+                let lag = total_lag(&rig).await;
                 samples.lock().expect("lag lock").push(Sample {
                     at: start.elapsed(),
                     lag,
@@ -686,14 +693,7 @@ async fn backlog(args: &Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss = rss_bytes().unwrap_or(0);
         peak = peak.max(rss);
-        let lag = rig.running.ops.lag_counts().await.ok().map(|v| {
-            v["groups"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|g| g["total_lag"].as_i64())
-                .sum::<i64>()
-        });
+        let lag = total_lag(&rig).await;
         samples.push(json!({"t": started.elapsed().as_secs_f64(), "rss_mib": rss as f64 / 1048576.0, "lag": lag}));
     }
     let notes = rig.sdp.note_count();
