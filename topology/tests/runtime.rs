@@ -146,18 +146,24 @@ async fn produce_all(producer: &FutureProducer, recs: &[Rec]) -> Vec<(i32, i64)>
         .collect()
 }
 
+/// A group-less consumer assigned to every partition of `topic` from the beginning.
+fn reader_from_beginning(factory: &KafkaFactory, topic: &str, partitions: i32) -> BaseConsumer {
+    let c: BaseConsumer = factory.reader(None).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    c
+}
+
 /// Reads a whole topic from the beginning: waits until at least `min`
 /// records were read and every partition reached its end.
 async fn read_topic(factory: &KafkaFactory, topic: &str, partitions: i32, min: usize) -> Vec<OwnedMessage> {
     let factory = factory.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = factory.reader(None).unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
-        }
-        c.assign(&tpl).unwrap();
+        let c = reader_from_beginning(&factory, &topic, partitions);
         let mut out = Vec::new();
         let mut at_end: HashSet<i32> = HashSet::new();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -849,12 +855,7 @@ async fn wait_for_jobs(factory: &KafkaFactory, topic: &str, partitions: i32, wan
     let factory = factory.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = factory.reader(None).unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(&topic, p, Offset::Beginning).unwrap();
-        }
-        c.assign(&tpl).unwrap();
+        let c = reader_from_beginning(&factory, &topic, partitions);
         let mut seen = HashSet::new();
         let deadline = Instant::now() + timeout;
         while !want.is_subset(&seen) {
