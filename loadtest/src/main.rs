@@ -843,7 +843,7 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
             println!("accounting: {acc}");
             for (t, ms) in e2e_points {
                 if let Some(s) = timeline.get_mut(t.as_secs() as usize) {
-                    s.e2e_p50_ms = Some(s.e2e_p50_ms.map_or(ms, |v| v.max(ms)));
+                    s.e2e_max_ms = Some(s.e2e_max_ms.map_or(ms, |v| v.max(ms)));
                 }
             }
             (acc, e2e_sum, json!(jobs_per_sec))

@@ -31,7 +31,8 @@ pub struct Second {
     pub errors: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
-    pub e2e_p50_ms: Option<f64>,
+    /// Slowest end-to-end latency (send → note) of the jobs sent in this second.
+    pub e2e_max_ms: Option<f64>,
     pub lag: Option<i64>,
 }
 
@@ -41,7 +42,7 @@ pub fn timeline_json(t: &[Second]) -> Value {
             .enumerate()
             .map(|(i, s)| {
                 json!({"t": i, "target_rate": s.target, "sent": s.sent, "accepted": s.accepted, "errors": s.errors,
-                "p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "e2e_p50_ms": s.e2e_p50_ms, "lag": s.lag})
+                "p50_ms": s.p50_ms, "p99_ms": s.p99_ms, "e2e_max_ms": s.e2e_max_ms, "lag": s.lag})
             })
             .collect(),
     )
@@ -108,11 +109,11 @@ pub fn chart_svg(title: &str, t: &[Second]) -> String {
                     t.iter().enumerate().map(|(i, s)| (i as f64, s.p99_ms)).collect(),
                 ),
                 (
-                    "e2e p50",
+                    "e2e max",
                     "#9467bd",
                     t.iter()
                         .enumerate()
-                        .filter_map(|(i, s)| s.e2e_p50_ms.map(|v| (i as f64, v)))
+                        .filter_map(|(i, s)| s.e2e_max_ms.map(|v| (i as f64, v)))
                         .collect(),
                 ),
             ],
