@@ -656,6 +656,15 @@ async fn find_max(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stops the pipeline before the broker goes (a consumer closed after its
+/// broker would wait on it); every task holding the rig must have ended.
+async fn stop_rig(rig: Arc<Rig>) {
+    match Arc::try_unwrap(rig) {
+        Ok(r) => r.running.stop().await,
+        Err(_) => eprintln!("the rig is still shared; stopping without draining the stages"),
+    }
+}
+
 /// backlog: webhooks are queued with ingest alone; then the five stages
 /// start in this process and work through the backlog with the LLM at
 /// `--llm-latency`, for `--settle`. The RSS they add while the backlog is
@@ -716,10 +725,7 @@ async fn backlog(args: &Args) -> anyhow::Result<()> {
         )?,
     )?;
     running.stop().await;
-    match Arc::try_unwrap(rig) {
-        Ok(r) => r.running.stop().await,
-        Err(_) => eprintln!("the rig is still shared; stopping without draining"),
-    }
+    stop_rig(rig).await;
     Ok(())
 }
 
@@ -908,12 +914,7 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
         let _ = t.await;
     }
     let _ = m.lag.stop().await;
-    // Every task holding the rig has ended: stop the pipeline before the
-    // broker goes (a consumer closed after its broker would wait on it).
-    match Arc::try_unwrap(rig) {
-        Ok(r) => r.running.stop().await,
-        Err(_) => eprintln!("the rig is still shared; stopping without draining the stages"),
-    }
+    stop_rig(rig).await;
     if !balanced {
         bail!("accounting does not balance: see report.json");
     }

@@ -99,10 +99,6 @@ impl<J> Tracker<J> {
         }
     }
 
-    pub fn is_assigned(&self, tp: &TopicPartition) -> bool {
-        self.partitions.contains_key(tp)
-    }
-
     /// The generation of a partition's current assignment.
     pub fn generation_of(&self, tp: &TopicPartition) -> Option<u64> {
         self.partitions.get(tp).map(|p| p.generation)
