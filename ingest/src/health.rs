@@ -39,15 +39,36 @@ fn check(ok: bool, detail: String) -> Value {
     json!({"status": if ok { "ok" } else { "failed" }, "detail": detail})
 }
 
-/// Readiness: broker and store reachable, and not shutting down.
+/// Readiness: broker and store reachable, every stage of this process
+/// running and holding partitions where its group needs it, the producer
+/// usable, and not shutting down. A `503` names each failed check.
 pub async fn ready(State(state): State<Arc<IngestState>>) -> Response {
     let ((k_ok, k), (s_ok, s)) = tokio::join!(kafka_check(&state), store_check(&state));
     let draining = state.is_draining();
-    let ok = k_ok && s_ok && !draining;
+    let mut checks = Map::new();
+    checks.insert("kafka".into(), check(k_ok, k));
+    checks.insert("store".into(), check(s_ok, s));
+    let mut ok = k_ok && s_ok && !draining;
+    let mut reasons: Vec<String> = Vec::new();
+    if let Some(p) = state.process.get() {
+        for (name, result) in p.checks() {
+            match result {
+                Ok(()) => {
+                    checks.insert(name, check(true, "ok".into()));
+                }
+                Err(reason) => {
+                    ok = false;
+                    reasons.push(format!("{name}: {reason}"));
+                    checks.insert(name, check(false, reason));
+                }
+            }
+        }
+    }
     let body = json!({
         "status": if ok { "ready" } else { "not_ready" },
-        "checks": {"kafka": check(k_ok, k), "store": check(s_ok, s)},
+        "checks": checks,
         "draining": draining,
+        "reasons": reasons,
     });
     (
         if ok {

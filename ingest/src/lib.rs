@@ -25,7 +25,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::routing::{get, post};
 use axum::Router;
-use rdkafka::producer::FutureProducer;
+use processors::producer::DurableProducer;
 use serde_json::Value;
 use sinks::store::TenantCache;
 use sinks::Secret;
@@ -44,6 +44,13 @@ pub trait Operations: Send + Sync {
     async fn kafka_ok(&self) -> Result<(), String>;
     /// State of the external systems as seen by this process (`llm`, `servicedesk`).
     fn external_checks(&self) -> Vec<(&'static str, bool, String)>;
+}
+
+/// The process's own health beyond broker and store (stage tasks,
+/// producer, assignments), shown on `/health/ready`.
+pub trait ProcessChecks: Send + Sync {
+    /// (check name, Ok or the reason it fails).
+    fn checks(&self) -> Vec<(String, Result<(), String>)>;
 }
 
 #[derive(Debug, Clone)]
@@ -77,18 +84,20 @@ impl Default for IngestSettings {
 
 pub struct IngestState {
     pub tenants: TenantCache,
-    pub producer: FutureProducer,
+    pub producer: Arc<DurableProducer>,
     pub settings: IngestSettings,
     pub ops: Arc<dyn Operations>,
     pub limiter: ratelimit::TenantLimiter,
     /// Set on shutdown: new webhooks get 503 while the stages drain.
     pub draining: AtomicBool,
+    /// Set by the process that runs ingest: its own health checks.
+    pub process: std::sync::OnceLock<Arc<dyn ProcessChecks>>,
 }
 
 impl IngestState {
     pub fn new(
         tenants: TenantCache,
-        producer: FutureProducer,
+        producer: Arc<DurableProducer>,
         settings: IngestSettings,
         ops: Arc<dyn Operations>,
     ) -> Arc<Self> {
@@ -100,6 +109,7 @@ impl IngestState {
             ops,
             limiter,
             draining: AtomicBool::new(false),
+            process: std::sync::OnceLock::new(),
         })
     }
 

@@ -14,8 +14,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
+use futures::StreamExt;
+use processors::producer::ProduceError;
 use schemas::{Codec, JobMeta, WebhookReceived};
 use serde_json::{json, Value};
 use sinks::metrics::metrics;
@@ -32,6 +32,48 @@ use crate::IngestState;
 const STALE_CLAIM_MS: i64 = 60_000;
 /// Longest accepted `request.id`.
 const MAX_TICKET_ID: usize = 64;
+/// An oversized body is read (and thrown away) up to this many times the
+/// limit before the `413` is sent: a server that answers and closes while
+/// the sender is still writing makes the kernel reset the connection, and
+/// the sender sees a reset instead of its `413`.
+const DRAIN_FACTOR: usize = 16;
+/// ... and for at most this long.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and discards what is left of a body, bounded in bytes and time.
+async fn drain(body: Body, max_bytes: usize) {
+    let mut stream = body.into_data_stream();
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len();
+            if read > max_bytes {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads the body up to `max` bytes; on more, drains the rest (bounded)
+/// and returns `None`.
+async fn read_limited(body: Body, max: usize) -> Option<axum::body::Bytes> {
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return None;
+        };
+        if buf.len() + chunk.len() > max {
+            let cap = max.saturating_mul(DRAIN_FACTOR);
+            let rest = Body::from_stream(stream);
+            drain(rest, cap).await;
+            return None;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Some(buf.into())
+}
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name)
@@ -155,9 +197,10 @@ async fn handle(
         .and_then(|l| l.parse::<usize>().ok())
         .is_some_and(|l| l > max)
     {
+        drain(body, max.saturating_mul(DRAIN_FACTOR)).await;
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, max).await.map_err(|_| too_large())?;
+    let bytes = read_limited(body, max).await.ok_or_else(too_large)?;
     let content_type = header(headers, "content-type").unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
@@ -277,11 +320,11 @@ async fn handle(
     let sent = state
         .producer
         .send(
-            FutureRecord::to(&state.settings.webhooks_topic)
-                .key(&key)
-                .payload(&value)
-                .headers(job_headers.to_kafka()),
-            Timeout::After(state.settings.produce_timeout),
+            &state.settings.webhooks_topic,
+            &key,
+            &value,
+            job_headers.to_kafka(),
+            state.settings.produce_timeout,
         )
         .await;
     match sent {
@@ -290,7 +333,28 @@ async fn handle(
             info!(tenant_id, ticket_id = %ticket_id, correlation_id = %correlation_id, job_id = %job_id, "webhook accepted");
             Ok((json!({"job_id": job_id, "correlation_id": correlation_id}), false))
         }
-        Err((e, _)) => {
+        Err(ProduceError::Permanent(e)) => {
+            // Refused for good: retrying the same body cannot succeed.
+            store.release_webhook(tenant_id, id).await?;
+            warn!(tenant_id, error = %e, bytes = value.len(), "broker refused the webhook's record");
+            if e.contains("too large") || e.contains("TooLarge") || e.contains("MessageSize") {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!(
+                        "the broker refused the record as too large ({} bytes): {e}",
+                        value.len()
+                    ),
+                ))
+            } else {
+                Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "broker_refused",
+                    format!("the broker refused the record: {e}"),
+                ))
+            }
+        }
+        Err(ProduceError::Transient(e)) => {
             // Not acknowledged: the sender must retry; the retry reuses this
             // job's ids in case the broker wrote the record after all.
             store.release_webhook(tenant_id, id).await?;

@@ -5,7 +5,7 @@
 # chart.svg); the summaries are printed. Usage: bash loadtest/scripts/benchmarks.sh [name...]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -p loadtest -q
+cargo build --release --ignore-rust-version -p loadtest -q
 lt=target/release/loadtest
 run() {
   local name=$1; shift

@@ -21,6 +21,7 @@ pub async fn raw_produce(bootstrap: &str) -> anyhow::Result<f64> {
         .create_topics(&[topology::dataflow::TopicSpec {
             name: "loadtest.raw".into(),
             partitions: 6,
+            kind: topology::dataflow::TopicKind::Stream,
         }])
         .await
         .map_err(anyhow::Error::msg)?;
@@ -75,7 +76,7 @@ pub async fn trivial_axum(http: &reqwest::Client, duration: Duration) -> anyhow:
     let (ok, _, took) = crate::generator::closed_loop(HTTP_CONCURRENCY, duration, move |i| {
         let (http, base, secret) = (http.clone(), base.clone(), secret.clone());
         async move {
-            let (_, _, id, body) = crate::webhook(i, "raw", 1, 1_000_000);
+            let (_, _, id, body) = crate::webhook(i, "raw", 1, 1_000_000, 100_000);
             matches!(
                 crate::send_one(&http, &base, "tenant0", &secret, &id, body).await,
                 crate::Outcome::Accepted { .. }
@@ -99,7 +100,7 @@ pub async fn ingest_closed_loop(
     let (ok, _, took) = crate::generator::closed_loop(HTTP_CONCURRENCY, duration, move |i| {
         let (http, base, secrets, run) = (http.clone(), base.clone(), secrets.clone(), run.clone());
         async move {
-            let (t, _, id, body) = crate::webhook(i, &format!("cl{run}"), secrets.len(), 1_000_000);
+            let (t, _, id, body) = crate::webhook(i, &format!("cl{run}"), secrets.len(), 1_000_000, 100_000);
             matches!(
                 crate::send_one(&http, &base, &secrets[t].0, &secrets[t].1, &id, body).await,
                 crate::Outcome::Accepted { .. }

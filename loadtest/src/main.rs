@@ -13,12 +13,19 @@
 //! which is stopped mid-run — SIGTERM, or SIGKILL with `--broker-stop kill`
 //! — and started again on the same address and data).
 //! Reports: summary on stdout, `report.json` and `chart.svg` in `--out`.
+//!
+//! External mode (`--target-url`, see [`external`]): the same generator
+//! and accounting against an already running deployment; the harness then
+//! starts only the simulators, on addresses the deployment is configured
+//! to call.
 
 mod baseline;
+mod external;
 mod generator;
 mod report;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +45,7 @@ use topology::config::{parse_duration, Config};
     about = "Load-test Ticketflow on loopback and account for every webhook"
 )]
 struct Args {
-    /// ingest | pipeline | sdp-throttle | llm-outage | burst
+    /// ingest | pipeline | sdp-throttle | llm-outage | burst | broker-restart | backlog
     #[arg(long, default_value = "pipeline")]
     scenario: String,
     /// Target webhooks per second (the base rate for burst; the end rate for --ramp-from).
@@ -53,6 +60,7 @@ struct Args {
     /// Warm-up at the same rate, excluded from the results.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     warmup: Duration,
+    /// Tenants the in-process rig creates (external mode: --tenant).
     #[arg(long, default_value_t = 3)]
     tenants: usize,
     /// Distinct tickets; webhooks beyond the first for a ticket are request_updated events.
@@ -97,7 +105,119 @@ struct Args {
     /// broker-restart scenario's child process).
     #[arg(long, num_args = 2, value_names = ["ADDR", "DIR"], hide = true)]
     serve_broker: Option<Vec<String>>,
+    /// External mode: drive the Ticketflow already running at this base URL
+    /// (its ingest, e.g. http://127.0.0.1:8080) instead of starting one
+    /// in-process. Scenarios: ingest, pipeline, burst, sdp-throttle, llm-outage.
+    #[arg(long)]
+    target_url: Option<String>,
+    /// External mode: the tenants to send webhooks for (repeatable or comma-separated).
+    #[arg(long = "tenant", value_delimiter = ',')]
+    tenant_ids: Vec<String>,
+    /// External mode: each tenant's webhook secret (whsec_...), in the order of --tenant.
+    #[arg(long = "webhook-secret", value_delimiter = ',')]
+    webhook_secrets: Vec<String>,
+    /// External mode, optional: each tenant's API bearer token, in the order
+    /// of --tenant; lets the harness read the history of jobs that posted no
+    /// note (skipped, failed). Without it those are not observed.
+    #[arg(long = "api-token", value_delimiter = ',')]
+    api_tokens: Vec<String>,
+    /// External mode, optional: the deployment's TICKETFLOW_ADMIN_TOKEN; lets
+    /// the harness read consumer lag and the DLQs. Without it those are not observed.
+    #[arg(long)]
+    admin_token: Option<String>,
+    /// Where the SDP simulator listens; in external mode each tenant's
+    /// --servicedesk-url must be http://<this>/app/<tenant_id>.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    sdp_sim_addr: SocketAddr,
+    /// Where the LLM simulator listens; in external mode the deployment's
+    /// LLM_BASE_URL must be http://<this>/v1.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    llm_sim_addr: SocketAddr,
+    /// External mode: the token the SDP simulator accepts (the tenants' --servicedesk-token).
+    #[arg(long, default_value = "loadtest-sdp-token")]
+    sdp_token: String,
+    /// External mode: the tenants' --servicedesk-auth.
+    #[arg(long, default_value = "authtoken", value_parser = ["authtoken", "zoho"])]
+    sdp_auth: String,
+    /// Allow a --target-url, --sdp-sim-addr or --llm-sim-addr outside
+    /// loopback (127.0.0.0/8, ::1). Load tests stay on loopback without it.
+    #[arg(long)]
+    allow_non_loopback: bool,
 }
+
+impl Args {
+    fn external(&self) -> bool {
+        self.target_url.is_some()
+    }
+
+    /// These arguments as report.json records them: secrets and tokens redacted.
+    fn for_report(&self) -> String {
+        let mut a = self.clone();
+        let hide = |v: &mut Vec<String>| v.iter_mut().for_each(|s| *s = "<redacted>".into());
+        hide(&mut a.webhook_secrets);
+        hide(&mut a.api_tokens);
+        if a.admin_token.is_some() {
+            a.admin_token = Some("<redacted>".into());
+        }
+        format!("{a:?}")
+    }
+
+    /// Refuses external-mode arguments that cannot work, with a reason.
+    fn check_external(&self) -> anyhow::Result<()> {
+        let ext = self.external();
+        if !ext {
+            if !self.tenant_ids.is_empty()
+                || !self.webhook_secrets.is_empty()
+                || !self.api_tokens.is_empty()
+                || self.admin_token.is_some()
+            {
+                bail!("--tenant, --webhook-secret, --api-token and --admin-token need --target-url");
+            }
+            return Ok(());
+        }
+        if !external::SCENARIOS.contains(&self.scenario.as_str()) {
+            bail!(
+                "scenario '{}' needs the in-process rig (it stops the broker or reads the rig's internals); with --target-url use one of {}",
+                self.scenario,
+                external::SCENARIOS.join(", ")
+            );
+        }
+        if self.tenant_ids.is_empty() {
+            bail!("--target-url needs at least one --tenant with its --webhook-secret");
+        }
+        if self.webhook_secrets.len() != self.tenant_ids.len() {
+            bail!(
+                "{} --tenant but {} --webhook-secret: give one secret per tenant, in the same order",
+                self.tenant_ids.len(),
+                self.webhook_secrets.len()
+            );
+        }
+        if !self.api_tokens.is_empty() && self.api_tokens.len() != self.tenant_ids.len() {
+            bail!(
+                "{} --tenant but {} --api-token: give one token per tenant, in the same order",
+                self.tenant_ids.len(),
+                self.api_tokens.len()
+            );
+        }
+        let unique: HashSet<&String> = self.tenant_ids.iter().collect();
+        if unique.len() != self.tenant_ids.len() {
+            bail!("--tenant lists a tenant twice");
+        }
+        for (t, s) in self.tenant_ids.iter().zip(&self.webhook_secrets) {
+            topology::tenants::check_tenant_id(t).map_err(|e| anyhow::anyhow!("--tenant '{t}': {e}"))?;
+            ingest::signature::secret_key(s).map_err(|e| anyhow::anyhow!("--webhook-secret of tenant '{t}': {e}"))?;
+        }
+        if self.tickets > EXTERNAL_MAX_TICKETS {
+            bail!("--tickets is at most {EXTERNAL_MAX_TICKETS} with --target-url");
+        }
+        external::parse_target(self.target_url.as_deref().unwrap_or_default())?;
+        Ok(())
+    }
+}
+
+/// External mode: ticket ids are `<run start> * this + ticket`, new on
+/// every run (a deployment skips a second request_created for a ticket).
+const EXTERNAL_MAX_TICKETS: usize = 10_000_000;
 
 const SCENARIOS: [&str; 7] = [
     "ingest",
@@ -192,18 +312,55 @@ fn serve_broker(addr: &str, dir: &str) -> anyhow::Result<()> {
     })
 }
 
-struct Rig {
+/// Ticketflow started by the harness, in this process.
+struct Local {
     running: topology::app::Running,
     /// The configuration `running` was started with.
     vars: HashMap<String, String>,
     /// The broker's own process (broker-restart), else embedded in `running`.
     broker: Option<tokio::sync::Mutex<BrokerProcess>>,
+    _dir: tempfile::TempDir,
+}
+
+/// The system under test and the simulators it calls.
+struct Rig {
+    /// In-process Ticketflow; None in external mode (`--target-url`).
+    local: Option<Local>,
+    /// External mode: what can be read of the deployment through its API.
+    api: Option<external::DeploymentApi>,
     sdp: SdpSimulator,
     llm: LlmSimulator,
+    /// (tenant id, webhook secret)
     secrets: Vec<(String, String)>,
     http: reqwest::Client,
     base: String,
-    _dir: tempfile::TempDir,
+    /// Ticket ids are `ticket_base + ticket`.
+    ticket_base: u64,
+}
+
+impl Rig {
+    /// The in-process Ticketflow; only called where external mode was refused.
+    fn running(&self) -> &topology::app::Running {
+        &self.local.as_ref().expect("an in-process rig").running
+    }
+
+    fn broker(&self) -> Option<&tokio::sync::Mutex<BrokerProcess>> {
+        self.local.as_ref()?.broker.as_ref()
+    }
+
+    /// History status of a job: from the store in-process, from the
+    /// tenant API externally (None where not observed).
+    async fn history_status(&self, tenant: &str, job: &str) -> anyhow::Result<Option<HistoryStatus>> {
+        match (&self.local, &self.api) {
+            (Some(l), _) => Ok(l.running.store.history_by_job(tenant, job).await?.map(|r| r.status)),
+            (None, Some(api)) => Ok(api.history_status(tenant, job).await),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn observes_history(&self) -> bool {
+        self.local.is_some() || self.api.as_ref().is_some_and(|a| a.observes_history())
+    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -218,11 +375,7 @@ async fn rig(args: &Args, components: &[&str]) -> anyhow::Result<Rig> {
     } else {
         None
     };
-    let sdp = SdpSimulator::start().await?;
-    sdp.auto_create_requests(true);
-    sdp.set_latency(Latency::fixed(args.sdp_latency));
-    let llm = LlmSimulator::start().await?;
-    llm.set_latency(Latency::fixed(args.llm_latency));
+    let (sdp, llm) = simulators(args).await?;
     let mut vars: HashMap<String, String> = HashMap::new();
     vars.insert("TICKETFLOW_DATA_DIR".into(), dir.path().display().to_string());
     vars.insert("TICKETFLOW_BROKER_ADDR".into(), broker_addr.to_string());
@@ -265,20 +418,114 @@ async fn rig(args: &Args, components: &[&str]) -> anyhow::Result<Rig> {
     }
     let http = reqwest::Client::builder().pool_max_idle_per_host(1024).build()?;
     Ok(Rig {
-        running,
-        vars,
-        broker: broker.map(tokio::sync::Mutex::new),
+        local: Some(Local {
+            running,
+            vars,
+            broker: broker.map(tokio::sync::Mutex::new),
+            _dir: dir,
+        }),
+        api: None,
         sdp,
         llm,
         secrets,
         http,
         base,
-        _dir: dir,
+        ticket_base: 100_000,
     })
 }
 
+/// The SDP and LLM simulators, on `--sdp-sim-addr` and `--llm-sim-addr`.
+async fn simulators(args: &Args) -> anyhow::Result<(SdpSimulator, LlmSimulator)> {
+    let sdp = SdpSimulator::start_on(args.sdp_sim_addr)
+        .await
+        .with_context(|| format!("starting the SDP simulator on {}", args.sdp_sim_addr))?;
+    sdp.auto_create_requests(true);
+    sdp.set_latency(Latency::fixed(args.sdp_latency));
+    let llm = LlmSimulator::start_on(args.llm_sim_addr)
+        .await
+        .with_context(|| format!("starting the LLM simulator on {}", args.llm_sim_addr))?;
+    llm.set_latency(Latency::fixed(args.llm_latency));
+    Ok((sdp, llm))
+}
+
+/// External mode: the simulators (with a portal per tenant) and a checked
+/// connection to the running deployment; no Ticketflow of its own.
+async fn connect(args: &Args) -> anyhow::Result<Rig> {
+    let url = external::parse_target(args.target_url.as_deref().unwrap_or_default())?;
+    external::check_loopback(&url, args.allow_non_loopback).await?;
+    let base = url.as_str().trim_end_matches('/').to_string();
+    let http = external::client()?;
+    let api_tokens: HashMap<String, String> = args
+        .tenant_ids
+        .iter()
+        .cloned()
+        .zip(args.api_tokens.iter().cloned())
+        .collect();
+    let api = external::DeploymentApi::connect(http.clone(), &base, args.admin_token.clone(), api_tokens).await?;
+    let (sdp, llm) = simulators(args).await?;
+    let auth = if args.sdp_auth == "zoho" {
+        SdpAuth::Zoho
+    } else {
+        SdpAuth::AuthToken
+    };
+    for t in &args.tenant_ids {
+        sdp.add_portal(t, auth, &args.sdp_token);
+    }
+    println!("external mode: target {base} · tenants {}", args.tenant_ids.join(", "));
+    print!(
+        "{}",
+        external::setup_text(
+            &args.tenant_ids,
+            sdp.addr(),
+            &llm.base_url(),
+            &args.sdp_token,
+            &args.sdp_auth
+        )
+    );
+    println!(
+        "observed: notes at the SDP simulator; history (skipped/failed) {}; lag and DLQ {}",
+        if api.observes_history() {
+            "via --api-token"
+        } else {
+            "not observed (no --api-token)"
+        },
+        if api.observes_admin() {
+            "via --admin-token"
+        } else {
+            "not observed (no --admin-token)"
+        }
+    );
+    // Ticket ids new to the deployment on every run (it skips a second
+    // request_created for a ticket): the run's start in ms (mod ~3 years).
+    let run_ms = (sinks::now_ms() as u64) % 100_000_000_000;
+    Ok(Rig {
+        local: None,
+        api: Some(api),
+        sdp,
+        llm,
+        secrets: args
+            .tenant_ids
+            .iter()
+            .cloned()
+            .zip(args.webhook_secrets.iter().cloned())
+            .collect(),
+        http,
+        base,
+        ticket_base: run_ms * EXTERNAL_MAX_TICKETS as u64,
+    })
+}
+
+/// The rig of this run: in-process, or the deployment at --target-url.
+async fn system(args: &Args, components: &[&str]) -> anyhow::Result<Rig> {
+    if args.external() {
+        connect(args).await
+    } else {
+        rig(args, components).await
+    }
+}
+
 /// The i-th webhook: tenant, ticket, id and body.
-fn webhook(i: usize, run: &str, tenants: usize, tickets: usize) -> (usize, String, String, String) {
+fn webhook(i: usize, run: &str, tenants: usize, tickets: usize, ticket_base: u64) -> (usize, String, String, String) {
     let tenant = i % tenants;
     let ticket = (i / tenants) % tickets.max(1);
     let event = if i / tenants < tickets {
@@ -287,14 +534,19 @@ fn webhook(i: usize, run: &str, tenants: usize, tickets: usize) -> (usize, Strin
         "request_updated"
     };
     let body = json!({"event": event, "request": {
-        "id": format!("{}", 100_000 + ticket),
+        "id": format!("{}", ticket_base + ticket as u64),
         "subject": format!("Users on floor {} cannot reach the VPN gateway 10.8.{}.{}", i % 9, i % 200, i % 250),
         "description": "Since 9:00 several users report that the VPN client disconnects every few minutes. Reconnecting works for a while. Laptops are on the latest client version.",
         "requester": {"name": "Load Generator", "email": "load@example.test"},
         "priority": "High", "category": "Network", "site": "HQ"
     }})
     .to_string();
-    (tenant, format!("{}", 100_000 + ticket), format!("lt-{run}-{i}"), body)
+    (
+        tenant,
+        format!("{}", ticket_base + ticket as u64),
+        format!("lt-{run}-{i}"),
+        body,
+    )
 }
 
 async fn send_one(http: &reqwest::Client, base: &str, tenant: &str, secret: &str, id: &str, body: String) -> Outcome {
@@ -371,9 +623,12 @@ impl LagSampler {
 }
 
 /// Records not yet consumed, summed over every stage group (None when the
-/// broker does not answer).
+/// broker does not answer, or externally without --admin-token).
 async fn total_lag(rig: &Rig) -> Option<i64> {
-    let v = rig.running.ops.lag_counts().await.ok()?;
+    let Some(local) = &rig.local else {
+        return rig.api.as_ref()?.total_lag().await;
+    };
+    let v = local.running.ops.lag_counts().await.ok()?;
     Some(
         v["groups"]
             .as_array()
@@ -397,8 +652,14 @@ async fn drive(rig: &Arc<Rig>, args: &Args, profile: Profile, sample_lag: bool) 
     let schedule = profile.schedule(total, args.max_requests);
     let warmup_count = schedule.iter().filter(|t| **t < args.warmup).count();
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-    let (tenants, tickets) = (args.tenants, args.tickets);
+    let (tenants, tickets, ticket_base) = (rig.secrets.len(), args.tickets, rig.ticket_base);
     let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+    // Externally, lag comes from the admin API (which also reads the age of
+    // the oldest record): every 5 s, and only with --admin-token. This
+    // process's RSS is the deployment's only in-process.
+    let local = rig.local.is_some();
+    let sample_lag = sample_lag && (local || rig.api.as_ref().is_some_and(|a| a.observes_admin()));
+    let every = Duration::from_secs(if local { 1 } else { 5 });
     let task = sample_lag.then(|| {
         let (rig, samples) = (rig.clone(), samples.clone());
         // Bounded: never samples past the run plus the settle time.
@@ -410,9 +671,9 @@ async fn drive(rig: &Arc<Rig>, args: &Args, profile: Profile, sample_lag: bool) 
                 samples.lock().expect("lag lock").push(Sample {
                     at: start.elapsed(),
                     lag,
-                    rss_bytes: rss_bytes(),
+                    rss_bytes: if local { rss_bytes() } else { None },
                 });
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(every).await;
             }
         })
     });
@@ -420,7 +681,7 @@ async fn drive(rig: &Arc<Rig>, args: &Args, profile: Profile, sample_lag: bool) 
     let run = run_id.clone();
     let result = generator::run(&schedule, 20_000, Duration::from_secs(30), move |i| {
         let r = r.clone();
-        let (t, _ticket, id, body) = webhook(i, &run, tenants, tickets);
+        let (t, _ticket, id, body) = webhook(i, &run, tenants, tickets, ticket_base);
         async move {
             let (tenant, secret) = &r.secrets[t];
             send_one(&r.http, &r.base, tenant, secret, &id, body).await
@@ -522,7 +783,11 @@ async fn account(
         .collect();
     // Waiting must not load what it measures: a job with a note is done
     // (read from the simulator's memory every second); the store, which the
-    // stages share, is asked only about jobs without a note, every 10 s.
+    // stages share, is asked only about jobs without a note, every 10 s
+    // (externally through the tenant API, at most 200 jobs a scan, and only
+    // with --api-token).
+    let observes_history = rig.observes_history();
+    let per_scan = if rig.local.is_some() { usize::MAX } else { 200 };
     let deadline = Instant::now() + settle;
     let mut finished: HashMap<String, HistoryStatus> = HashMap::new();
     let mut next_store_scan = Instant::now() + Duration::from_secs(10);
@@ -535,10 +800,10 @@ async fn account(
         if open.is_empty() || Instant::now() >= deadline {
             break;
         }
-        if Instant::now() >= next_store_scan {
-            for (tenant, job, _) in open {
-                if let Some(row) = rig.running.store.history_by_job(tenant, job).await? {
-                    finished.insert(job.clone(), row.status);
+        if observes_history && Instant::now() >= next_store_scan {
+            for (tenant, job, _) in open.into_iter().take(per_scan) {
+                if let Some(status) = rig.history_status(tenant, job).await? {
+                    finished.insert(job.clone(), status);
                 }
             }
             next_store_scan = Instant::now() + Duration::from_secs(10);
@@ -547,10 +812,23 @@ async fn account(
     }
     // Jobs without a note: their history row says skipped, failed or nothing.
     let noted = noted_jobs(&rig.sdp.notes());
-    for (tenant, job, _) in &accepted {
-        if !finished.contains_key(job) && !noted.contains(job.as_str()) {
-            if let Some(row) = rig.running.store.history_by_job(tenant, job).await? {
-                finished.insert(job.clone(), row.status);
+    if observes_history {
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        let last: Vec<(String, Option<HistoryStatus>)> =
+            stream::iter(
+                accepted
+                    .iter()
+                    .filter(|(_, job, _)| !finished.contains_key(job) && !noted.contains(job.as_str())),
+            )
+            .map(|(tenant, job, _)| async move {
+                Ok::<_, anyhow::Error>((job.clone(), rig.history_status(tenant, job).await?))
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        for (job, status) in last {
+            if let Some(status) = status {
+                finished.insert(job, status);
             }
         }
     }
@@ -561,17 +839,30 @@ async fn account(
             by_job.entry(job).or_default().push(n);
         }
     }
-    let mut dlq = 0;
-    for stage in topology::dataflow::STAGES {
-        let v = rig
-            .running
-            .ops
-            .dlq_records(stage, usize::MAX)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        dlq += v["count"].as_u64().unwrap_or(0);
-    }
+    let dlq: Option<u64> = match (&rig.local, &rig.api) {
+        (Some(local), _) => {
+            let mut dlq = 0;
+            for stage in topology::dataflow::STAGES {
+                let v = local
+                    .running
+                    .ops
+                    .dlq_records(stage, usize::MAX)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                dlq += v["count"].as_u64().unwrap_or(0);
+            }
+            Some(dlq)
+        }
+        (None, Some(api)) => {
+            let jobs: HashSet<&str> = accepted.iter().map(|(_, j, _)| j.as_str()).collect();
+            api.dlq_records_of(&jobs).await
+        }
+        (None, None) => None,
+    };
     let (mut noted, mut duplicates, mut skipped, mut failed, mut lost) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    // History says a note was written, yet none reached the simulator: in
+    // external mode, a tenant whose --servicedesk-url is not the simulator.
+    let mut noted_elsewhere = 0u64;
     let mut e2e = generator::histogram();
     let mut e2e_per_sec: Vec<(Duration, f64)> = Vec::new();
     let start_ms = sinks::now_ms() - m.result.started.elapsed().as_millis() as i64;
@@ -591,23 +882,37 @@ async fn account(
             None => match status {
                 Some(HistoryStatus::Skipped) => skipped += 1,
                 Some(HistoryStatus::Failed) => failed += 1,
-                _ => lost += 1,
+                Some(HistoryStatus::Success | HistoryStatus::Fallback) => {
+                    noted_elsewhere += 1;
+                    lost += 1;
+                }
+                None => lost += 1,
             },
         }
     }
     let span = ((last_note_ms - start_ms) as f64 / 1000.0).max(1e-3);
     let jobs_per_sec = noted as f64 / span;
-    let accounting = json!({
-        "accepted": accepted.len(), "notes": noted, "duplicates": duplicates, "skipped": skipped,
-        "failed_in_history": failed, "dlq_records": dlq, "lost": lost,
+    // What was not observed is null, never a 0 that reads as "none".
+    let seen = |n: u64| if observes_history { json!(n) } else { Value::Null };
+    let mut accounting = json!({
+        "accepted": accepted.len(), "notes": noted, "duplicates": duplicates, "skipped": seen(skipped),
+        "failed_in_history": seen(failed), "dlq_records": dlq, "lost": lost,
         "balanced": noted + skipped + failed == accepted.len() as u64 && duplicates == 0 && lost == 0,
         "llm_requests": rig.llm.requests(),
+        "observed": {"notes": true, "history": observes_history, "dlq": dlq.is_some()},
     });
+    if noted_elsewhere > 0 {
+        accounting["history_noted_but_no_note_at_simulator"] = json!(noted_elsewhere);
+    }
+    if !observes_history {
+        accounting["lost_means"] =
+            json!("accepted without a note at the SDP simulator; skipped and failed jobs count here (history not observed: give --api-token)");
+    }
     Ok((accounting, e2e, jobs_per_sec, e2e_per_sec))
 }
 
 async fn find_max(args: &Args) -> anyhow::Result<()> {
-    let rig = Arc::new(rig(args, &["ingest"]).await?);
+    let rig = Arc::new(system(args, &["ingest"]).await?);
     let mut rate = args.ramp_from.unwrap_or(100.0);
     let mut best: Option<(f64, Value)> = None;
     let mut steps = Vec::new();
@@ -627,9 +932,12 @@ async fn find_max(args: &Args) -> anyhow::Result<()> {
         best = Some((rate, lat));
         rate *= 1.5;
     }
-    let baselines = if args.baselines {
-        Some(baseline::measure(&rig.running.bootstrap, &rig.http, args.warmup).await?)
+    let baselines = if args.baselines && rig.local.is_some() {
+        Some(baseline::measure(&rig.running().bootstrap, &rig.http, args.warmup).await?)
     } else {
+        if args.baselines {
+            println!("raw limits: not measured against an external deployment (its broker is not the harness's)");
+        }
         None
     };
     let held = best.as_ref().map(|(r, _)| *r);
@@ -660,7 +968,9 @@ async fn find_max(args: &Args) -> anyhow::Result<()> {
 /// broker would wait on it); every task holding the rig must have ended.
 async fn stop_rig(rig: Arc<Rig>) {
     match Arc::try_unwrap(rig) {
-        Ok(r) => r.running.stop().await,
+        Ok(Rig { local: Some(l), .. }) => l.running.stop().await,
+        // External: the deployment keeps running; the simulators stop here.
+        Ok(_) => {}
         Err(_) => eprintln!("the rig is still shared; stopping without draining the stages"),
     }
 }
@@ -692,8 +1002,8 @@ async fn backlog(args: &Args) -> anyhow::Result<()> {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = rss_bytes().unwrap_or(0);
-    let mut vars = rig.vars.clone();
-    vars.insert("KAFKA_BROKERS".into(), rig.running.bootstrap.clone());
+    let mut vars = rig.local.as_ref().expect("an in-process rig").vars.clone();
+    vars.insert("KAFKA_BROKERS".into(), rig.running().bootstrap.clone());
     let stages: Vec<String> = topology::dataflow::STAGES.iter().map(|s| s.to_string()).collect();
     let running = topology::app::start(&Config::from_map(&vars)?, &stages).await?;
     let started = Instant::now();
@@ -718,7 +1028,7 @@ async fn backlog(args: &Args) -> anyhow::Result<()> {
     std::fs::write(
         args.out.join("report.json"),
         serde_json::to_string_pretty(
-            &json!({"scenario": "backlog", "args": format!("{args:?}"), "queued": queued,
+            &json!({"scenario": "backlog", "args": args.for_report(), "queued": queued,
             "ingest_latency": lat, "ingest_errors": errors, "notes_posted": notes,
             "rss_before_stages_mib": mib(before), "rss_peak_mib": mib(peak),
             "stages_added_mib": mib(peak.saturating_sub(before)), "samples": samples}),
@@ -736,7 +1046,7 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
     } else {
         topology::app::COMPONENTS.to_vec()
     };
-    let rig = Arc::new(rig(args, &components).await?);
+    let rig = Arc::new(system(args, &components).await?);
     let total = args.warmup + args.duration;
     let profile = match (args.scenario.as_str(), args.ramp_from) {
         ("burst", _) => Profile::Burst {
@@ -775,7 +1085,7 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
             let graceful = args.broker_stop == "term";
             injector = Some(tokio::spawn(async move {
                 tokio::time::sleep(at).await;
-                let Some(b) = &rig2.broker else { return };
+                let Some(b) = rig2.broker() else { return };
                 let mut b = b.lock().await;
                 if graceful {
                     tokio::task::block_in_place(|| b.terminate());
@@ -799,10 +1109,15 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
         profile,
         args.duration.as_secs_f64(),
         args.warmup.as_secs_f64(),
-        args.tenants,
+        rig.secrets.len(),
         args.llm_latency.as_millis(),
         args.sdp_latency.as_millis()
     );
+    // External ingest accounting: records the webhooks topic gained (admin API).
+    let records_before = match &rig.api {
+        Some(api) if ingest_only => api.webhook_records().await,
+        _ => None,
+    };
     let mut m = drive(&rig, args, profile, !ingest_only).await;
     let (lat, errors, mut timeline, accepted) = ingest_stats(&m, args);
     let measured_count = m.result.samples.len() + m.result.not_sent - m.warmup_count;
@@ -810,10 +1125,38 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
     let achieved = accepted as f64 / args.duration.as_secs_f64();
     println!("ingest: target {target_rate:.1}/s achieved {achieved:.1}/s · latency from intended send: p50 {} p90 {} p99 {} p99.9 {} max {} ms · errors: {}", lat["p50_ms"], lat["p90_ms"], lat["p99_ms"], lat["p999_ms"], lat["max_ms"], report::classes(&errors));
 
-    let mut out = json!({"scenario": args.scenario, "args": format!("{args:?}"), "send_wall_seconds": m.result.wall.as_secs_f64(), "ingest": {"target_rate": target_rate, "achieved_rate": achieved, "latency": lat, "errors": errors, "warmup_excluded": m.warmup_count}});
-    if ingest_only {
+    let mut out = json!({"scenario": args.scenario, "target": if rig.local.is_some() { "in-process" } else { rig.base.as_str() }, "args": args.for_report(), "send_wall_seconds": m.result.wall.as_secs_f64(), "ingest": {"target_rate": target_rate, "achieved_rate": achieved, "latency": lat, "errors": errors, "warmup_excluded": m.warmup_count}});
+    let total_accepted = m
+        .result
+        .samples
+        .iter()
+        .filter(|s| matches!(s.outcome, Outcome::Accepted { .. }))
+        .count() as i64;
+    if ingest_only && rig.local.is_none() {
+        // Every accepted webhook is a record on the webhooks topic, once:
+        // what the topic gained over the run, if the admin API is readable.
+        let after = match &rig.api {
+            Some(api) if records_before.is_some() => api.webhook_records().await,
+            _ => None,
+        };
+        match (records_before, after) {
+            (Some(before), Some(after)) => {
+                let records = after - before;
+                println!(
+                    "accounting: {total_accepted} accepted, {records} records added to the webhooks topic ({} lost, {} duplicates; other traffic to the deployment during the run counts as duplicates)",
+                    (total_accepted - records).max(0),
+                    (records - total_accepted).max(0)
+                );
+                out["accounting"] = json!({"accepted": total_accepted, "records": records, "lost": (total_accepted - records).max(0), "duplicates": (records - total_accepted).max(0), "observed": true});
+            }
+            _ => {
+                println!("accounting: {total_accepted} accepted; records on the webhooks topic not observed (give --admin-token)");
+                out["accounting"] = json!({"accepted": total_accepted, "records": null, "lost": null, "duplicates": null, "observed": false});
+            }
+        }
+    } else if ingest_only {
         // Every accepted webhook is a record on the webhooks topic, once.
-        let v = rig.running.ops.lag_report().await.map_err(anyhow::Error::msg)?;
+        let v = rig.running().ops.lag_report().await.map_err(anyhow::Error::msg)?;
         let records: i64 = v["groups"][0]["partitions"]
             .as_array()
             .into_iter()
@@ -821,12 +1164,6 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
             .filter(|p| p["topic"] == "ticketflow.webhooks")
             .filter_map(|p| p["high"].as_i64())
             .sum();
-        let total_accepted = m
-            .result
-            .samples
-            .iter()
-            .filter(|s| matches!(s.outcome, Outcome::Accepted { .. }))
-            .count() as i64;
         println!(
             "accounting: {total_accepted} accepted, {records} records on ticketflow.webhooks ({} lost, {} duplicates)",
             (total_accepted - records).max(0),
@@ -862,11 +1199,39 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
             }
             timeline[sec].lag = s.lag;
         }
-        let max_lag = samples.iter().filter_map(|s| s.lag).max().unwrap_or(0);
-        let peak_rss_mib = samples.iter().filter_map(|s| s.rss_bytes).max().unwrap_or(0) as f64 / 1048576.0;
-        println!(
-            "backlog and memory: consumer lag peaked at {max_lag} records; this process (broker, ingest, all five stages, simulators, generator) peaked at {peak_rss_mib:.0} MiB RSS"
-        );
+        let max_lag = samples.iter().filter_map(|s| s.lag).max();
+        let peak_rss_mib = samples
+            .iter()
+            .filter_map(|s| s.rss_bytes)
+            .max()
+            .map(|b| b as f64 / 1048576.0);
+        if rig.local.is_some() {
+            println!(
+                "backlog and memory: consumer lag peaked at {} records; this process (broker, ingest, all five stages, simulators, generator) peaked at {:.0} MiB RSS",
+                max_lag.unwrap_or(0),
+                peak_rss_mib.unwrap_or(0.0)
+            );
+        } else {
+            let lag = match max_lag {
+                Some(l) => format!("peaked at {l} records"),
+                None if rig.api.as_ref().is_some_and(|a| a.observes_admin()) => {
+                    "not observed (no answer from GET /api/v1/lag within the run; it reads the oldest record of every lagging partition)".into()
+                }
+                None => "not observed (give --admin-token)".into(),
+            };
+            println!("backlog: consumer lag {lag} · the deployment's memory is not observed (another process)");
+            if rig.sdp.calls() == 0 {
+                eprintln!(
+                    "the SDP simulator received no call: are the tenants' --servicedesk-url set to http://{}/app/<tenant_id>?",
+                    rig.sdp.addr()
+                );
+            } else if rig.llm.requests() == 0 {
+                eprintln!(
+                    "the LLM simulator received no request: is the deployment's LLM_BASE_URL {}?",
+                    rig.llm.base_url()
+                );
+            }
+        }
         out["pipeline"] = json!({"jobs_per_sec": jobs_per_sec, "e2e_latency": e2e_sum, "accounting": acc,
             "max_lag": max_lag, "peak_rss_mib": peak_rss_mib,
             "samples": samples.iter().map(|s| json!({"t": s.at.as_secs_f64(), "lag": s.lag, "rss_mib": s.rss_bytes.map(|b| b as f64 / 1048576.0)})).collect::<Vec<_>>()});
@@ -874,8 +1239,10 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
             eprintln!("ACCOUNTING FAILED: {acc}");
         }
     }
-    if args.baselines {
-        let b = baseline::measure(&rig.running.bootstrap, &rig.http, args.warmup).await?;
+    if args.baselines && rig.local.is_none() {
+        println!("raw limits: not measured against an external deployment (its broker is not the harness's)");
+    } else if args.baselines {
+        let b = baseline::measure(&rig.running().bootstrap, &rig.http, args.warmup).await?;
         let ingest_max = baseline::ingest_closed_loop(&rig.http, &rig.base, &rig.secrets, Duration::from_secs(5)).await;
         println!(
             "raw limits: rdkafka produce {:.0}/s · trivial axum {:.0}/s · ingest closed-loop {ingest_max:.0}/s = {:.1}% of produce, {:.1}% of axum",
@@ -935,6 +1302,9 @@ fn main() -> anyhow::Result<()> {
     if args.duration > Duration::from_secs(3600) {
         bail!("--duration is at most 1h");
     }
+    args.check_external()?;
+    external::check_sim_addr("--sdp-sim-addr", args.sdp_sim_addr, args.allow_non_loopback)?;
+    external::check_sim_addr("--llm-sim-addr", args.llm_sim_addr, args.allow_non_loopback)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(
             std::thread::available_parallelism()

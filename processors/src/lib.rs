@@ -15,6 +15,7 @@
 //! topic names by `topology`.
 
 pub mod headers;
+pub mod producer;
 pub mod runtime;
 pub mod stages;
 

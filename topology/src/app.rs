@@ -18,9 +18,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::broker::EmbeddedBroker;
+use crate::broker::{BrokerOptions, EmbeddedBroker};
 use crate::config::Config;
 use crate::dataflow::{Dataflow, STAGES};
+use crate::health::{ProcessHealth, StageHealth, Watchdog};
 use crate::kafka::KafkaFactory;
 use crate::ops::KafkaOps;
 
@@ -104,9 +105,65 @@ pub struct Running {
     ingest_state: Option<Arc<ingest::IngestState>>,
     ingest_task: Option<tokio::task::JoinHandle<()>>,
     background: CancellationToken,
-    producer: rdkafka::producer::FutureProducer,
+    producer: Arc<processors::producer::DurableProducer>,
     drain_timeout: Duration,
-    _broker: Option<EmbeddedBroker>,
+    /// This process's own health (stages, producer, broker).
+    pub health: Arc<ProcessHealth>,
+    fatal: tokio::sync::watch::Receiver<Option<String>>,
+    _broker: Option<Arc<EmbeddedBroker>>,
+}
+
+/// The embedded broker's options from the configuration.
+pub fn broker_options(config: &Config) -> BrokerOptions {
+    BrokerOptions {
+        storage: config.broker_storage.clone(),
+        authentication: config.broker_auth,
+        ..BrokerOptions::default()
+    }
+}
+
+/// Starts the embedded broker as configured, with the SCRAM user of
+/// `KAFKA_SASL_USERNAME` when `TICKETFLOW_BROKER_AUTH=scram`.
+pub async fn start_embedded_broker(config: &Config) -> anyhow::Result<EmbeddedBroker> {
+    let opts = broker_options(config);
+    if config.broker_auth {
+        let (user, password) = config
+            .kafka_client
+            .sasl_user()
+            .context("TICKETFLOW_BROKER_AUTH=scram needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")?;
+        crate::broker::upsert_scram_user(&config.data_dir, &opts, &user, &password)
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    EmbeddedBroker::start_with(config.broker_addr, &config.data_dir, opts)
+        .await
+        .map_err(anyhow::Error::msg)
+}
+
+/// Runs a stage's loop in its own task and records its death in `health`
+/// when it ends (returned, failed to start, or panicked) while `token` is
+/// not cancelled.
+pub fn supervise_stage<F>(
+    stages: &mut JoinSet<()>,
+    name: &'static str,
+    run: F,
+    token: CancellationToken,
+    health: Arc<ProcessHealth>,
+) where
+    F: std::future::Future<Output = Result<(), rdkafka::error::KafkaError>> + Send + 'static,
+{
+    stages.spawn(async move {
+        // A panic inside the stage loop ends the inner task, not this
+        // watcher: either way the death is recorded.
+        let reason = match tokio::spawn(run).await {
+            Ok(Ok(())) if token.is_cancelled() => return,
+            Ok(Ok(())) => "the stage loop returned".to_string(),
+            Ok(Err(e)) => format!("the stage failed to start: {e}"),
+            Err(e) => format!("the stage task panicked: {e}"),
+        };
+        error!(stage = name, reason = %reason, "stage ended");
+        health.stage_died(name, reason);
+    });
 }
 
 /// Starts the broker (embedded when `KAFKA_BROKERS` is unset), creates the
@@ -116,14 +173,10 @@ pub async fn start(config: &Config, components: &[String]) -> anyhow::Result<Run
         bail!("SCHEMA_REGISTRY_URL={url} is set, but this build writes only Avro single-object encoding; unset SCHEMA_REGISTRY_URL");
     }
     let broker = match &config.kafka_brokers {
-        None => Some(
-            EmbeddedBroker::start(config.broker_addr, &config.data_dir)
-                .await
-                .map_err(anyhow::Error::msg)?,
-        ),
+        None => Some(Arc::new(start_embedded_broker(config).await?)),
         Some(_) => None,
     };
-    let factory = KafkaFactory::new(config.bootstrap_servers());
+    let factory = KafkaFactory::from_config(config);
     factory
         .wait_ready(Duration::from_secs(60))
         .await
@@ -136,9 +189,19 @@ pub async fn start(config: &Config, components: &[String]) -> anyhow::Result<Run
     if !created.is_empty() {
         info!(count = created.len(), "topics created");
     }
+    match factory.check_topics(&flow.topics()).await {
+        Ok(mismatches) => {
+            for m in mismatches {
+                warn!(topic = %m.topic, differs = %m.what, "existing topic differs from the configured settings (`ticketflow topics create --check` lists all)");
+            }
+        }
+        Err(e) => warn!(error = %e, "could not compare existing topics with the configured settings"),
+    }
     let store = open_store(config).await?;
     let services = services(config, store.clone());
-    let producer = factory.producer(Duration::from_secs(10)).context("creating producer")?;
+    let producer = factory
+        .durable_producer(Duration::from_secs(10))
+        .context("creating producer")?;
     let ops = Arc::new(KafkaOps {
         factory: factory.clone(),
         dataflow: flow.clone(),
@@ -147,24 +210,46 @@ pub async fn start(config: &Config, components: &[String]) -> anyhow::Result<Run
 
     let stage_shutdown = CancellationToken::new();
     let mut stages = JoinSet::new();
+    let mut wirings = Vec::new();
     for name in STAGES.iter().filter(|s| components.iter().any(|c| c == *s)) {
-        let stage: Arc<dyn Stage> = match *name {
+        let max = config.max_in_flight.get(*name).copied().unwrap_or(64);
+        let mut wiring = flow.wiring(name, max, config.drain_timeout);
+        wiring.max_in_flight_bytes = config.stage_memory_bytes;
+        wirings.push(wiring);
+    }
+    let broker_failed: Option<Box<dyn Fn() -> bool + Send + Sync>> = broker.clone().map(|b| {
+        let f: Box<dyn Fn() -> bool + Send + Sync> = Box::new(move || b.has_failed());
+        f
+    });
+    let health = ProcessHealth::new(
+        wirings
+            .iter()
+            .map(|w| StageHealth {
+                name: w.stage,
+                group: w.group.clone(),
+                probe: w.probe.clone(),
+            })
+            .collect(),
+        producer.clone(),
+        broker_failed,
+    );
+    for wiring in wirings {
+        let name = wiring.stage;
+        let stage: Arc<dyn Stage> = match name {
             "validate" => Arc::new(ValidateStage::new(services.clone())),
             "context" => Arc::new(ContextStage::new(services.clone())),
             "synthesize" => Arc::new(SynthesizeStage::new(services.clone())),
             "update" => Arc::new(UpdateStage::new(services.clone())),
             _ => Arc::new(RecordStage::new(services.clone())),
         };
-        let max = config.max_in_flight.get(*name).copied().unwrap_or(64);
-        let mut wiring = flow.wiring(name, max, config.drain_timeout);
-        wiring.max_in_flight_bytes = config.stage_memory_bytes;
         let (cc, producer, token) = (factory.consumer_config(), producer.clone(), stage_shutdown.clone());
-        let name = *name;
-        stages.spawn(async move {
-            if let Err(e) = processors::run_stage(wiring, cc, producer, stage, token).await {
-                error!(stage = name, error = %e, "stage failed to start");
-            }
-        });
+        supervise_stage(
+            &mut stages,
+            name,
+            processors::run_stage(wiring, cc, producer, stage, token.clone()),
+            token,
+            health.clone(),
+        );
     }
 
     let ingest_shutdown = CancellationToken::new();
@@ -189,6 +274,8 @@ pub async fn start(config: &Config, components: &[String]) -> anyhow::Result<Run
             settings,
             ops.clone(),
         );
+        let checks: Arc<dyn ingest::ProcessChecks> = health.clone();
+        let _ = state.process.set(checks);
         ingest_state = Some(state.clone());
         let token = ingest_shutdown.clone();
         ingest_task = Some(tokio::spawn(async move {
@@ -210,6 +297,14 @@ pub async fn start(config: &Config, components: &[String]) -> anyhow::Result<Run
             }
         });
     }
+    let (fatal_tx, fatal) = tokio::sync::watch::channel(None);
+    Watchdog::spawn(
+        health.clone(),
+        ops.clone(),
+        Duration::from_secs(2),
+        background.clone(),
+        fatal_tx,
+    );
     info!(components = ?components, bootstrap = %factory.bootstrap, http = ?http_addr, "ticketflow running");
     Ok(Running {
         http_addr,
@@ -225,15 +320,36 @@ pub async fn start(config: &Config, components: &[String]) -> anyhow::Result<Run
         background,
         producer,
         drain_timeout: config.drain_timeout,
+        health,
+        fatal,
         _broker: broker,
     })
 }
 
 impl Running {
+    /// The process's producer (shared by ingest and the stages).
+    pub fn producer(&self) -> Arc<processors::producer::DurableProducer> {
+        self.producer.clone()
+    }
+
+    /// Resolves when the process cannot recover by itself (a stage task
+    /// died, the broker stopped, the producer stays broken, a stage holds no
+    /// partition for long while its group has lag): the reason.
+    pub async fn fatal(&self) -> String {
+        let mut rx = self.fatal.clone();
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// Graceful stop: ingest answers 503, stages drain and commit, the
     /// producer flushes, then the server and broker stop.
     pub async fn stop(mut self) {
-        use rdkafka::producer::Producer;
         info!("shutting down: ingest refuses new webhooks, stages drain");
         if let Some(s) = &self.ingest_state {
             s.draining.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -67,6 +67,19 @@ pub struct Config {
     /// waits in place for its tenant's SDP rate limit; beyond it the record
     /// is deferred to a retry tier without using an attempt.
     pub rate_limit_max_wait: Duration,
+    /// Client security and pass-through librdkafka properties
+    /// (`KAFKA_SECURITY_PROTOCOL`, `KAFKA_SASL_*`, `KAFKA_SSL_*`,
+    /// `KAFKA_PROPERTIES`).
+    pub kafka_client: crate::kafka::ClientSecurity,
+    /// How `topics create` (and `run`) make topics.
+    pub topics: crate::kafka::TopicSettings,
+    /// `TICKETFLOW_BROKER_STORAGE`: a nisshi storage URL for the embedded
+    /// broker instead of the SQLite file under the data dir.
+    pub broker_storage: Option<url::Url>,
+    /// `TICKETFLOW_BROKER_AUTH=scram`: the embedded broker requires SASL
+    /// SCRAM; the user of `KAFKA_SASL_USERNAME`/`KAFKA_SASL_PASSWORD` is
+    /// created in it at start.
+    pub broker_auth: bool,
 }
 
 /// Parses `10s`, `250ms`, `2m`, `1h`, or plain milliseconds.
@@ -187,6 +200,36 @@ impl Config {
                 "LLM_BASE_URL='{llm_base_url}' must be an http(s) URL"
             )));
         }
+        let max_body_bytes = parse_num("TICKETFLOW_MAX_BODY_BYTES", 1024 * 1024)? as usize;
+        if max_body_bytes < 1024 {
+            return Err(ConfigError("TICKETFLOW_MAX_BODY_BYTES must be at least 1024".into()));
+        }
+        let kafka_client = crate::kafka::ClientSecurity::from_vars(&get).map_err(ConfigError)?;
+        let topics = crate::kafka::TopicSettings::from_vars(&get, max_body_bytes).map_err(ConfigError)?;
+        let broker_storage = match get("TICKETFLOW_BROKER_STORAGE") {
+            None => None,
+            Some(v) => Some(url::Url::parse(&v).map_err(|e| {
+                ConfigError(format!(
+                    "TICKETFLOW_BROKER_STORAGE='{v}' is not a URL like sqlite:///var/lib/ticketflow/broker.db: {e}"
+                ))
+            })?),
+        };
+        let broker_auth = match get("TICKETFLOW_BROKER_AUTH").as_deref() {
+            None | Some("none") => false,
+            Some("scram") => {
+                if kafka_client.sasl_user().is_none() {
+                    return Err(ConfigError(
+                        "TICKETFLOW_BROKER_AUTH=scram needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD (the user created in the embedded broker) and KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT with KAFKA_SASL_MECHANISM=SCRAM-SHA-256 or SCRAM-SHA-512".into(),
+                    ));
+                }
+                true
+            }
+            Some(v) => {
+                return Err(ConfigError(format!(
+                    "TICKETFLOW_BROKER_AUTH='{v}' must be none or scram"
+                )))
+            }
+        };
         Ok(Config {
             kafka_brokers: get("KAFKA_BROKERS"),
             scylla_nodes: get("SCYLLA_NODES"),
@@ -204,7 +247,7 @@ impl Config {
             breaker_timeout: Duration::from_millis(parse_num("CIRCUIT_BREAKER_TIMEOUT_MS", 60_000)?),
             topic_prefix: prefix,
             partitions: partitions as i32,
-            max_body_bytes: parse_num("TICKETFLOW_MAX_BODY_BYTES", 1024 * 1024)? as usize,
+            max_body_bytes,
             tenant_rate_per_sec: tenant_rate,
             schema_registry_url: get("SCHEMA_REGISTRY_URL"),
             otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
@@ -215,6 +258,10 @@ impl Config {
                 0 => return Err(ConfigError("TICKETFLOW_STAGE_MEMORY_MB must be at least 1".into())),
                 mb => (mb as usize) << 20,
             },
+            kafka_client,
+            topics,
+            broker_storage,
+            broker_auth,
         })
     }
 
@@ -269,6 +316,15 @@ mod tests {
             ("TICKETFLOW_TOPIC_PREFIX", "a b"),
             ("LLM_BASE_URL", "ftp://x"),
             ("TICKETFLOW_MAX_IN_FLIGHT_UPDATE", "0"),
+            ("KAFKA_SECURITY_PROTOCOL", "TLS"),
+            ("KAFKA_SASL_MECHANISM", "MD5"),
+            ("KAFKA_PROPERTIES", "no-equals-sign"),
+            ("TICKETFLOW_REPLICATION_FACTOR", "0"),
+            ("TICKETFLOW_MIN_INSYNC_REPLICAS", "x"),
+            ("TICKETFLOW_DLQ_RETENTION", "forever"),
+            ("TICKETFLOW_MAX_RECORD_BYTES", "2000"),
+            ("TICKETFLOW_BROKER_AUTH", "kerberos"),
+            ("TICKETFLOW_BROKER_STORAGE", "not a url"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err().to_string();
             assert!(e.contains(k), "{e}");

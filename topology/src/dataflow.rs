@@ -16,11 +16,23 @@ pub struct Dataflow {
     pub retry_delays: Vec<Duration>,
 }
 
+/// What a topic holds, which decides how long it keeps records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicKind {
+    /// Webhooks and the stages' outputs.
+    Stream,
+    /// A retry tier.
+    Retry,
+    /// A dead-letter topic (kept long: people read and retry it).
+    DeadLetter,
+}
+
 /// One topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
+    pub kind: TopicKind,
 }
 
 impl Dataflow {
@@ -75,21 +87,22 @@ impl Dataflow {
 
     /// Every topic of the dataflow.
     pub fn topics(&self) -> Vec<TopicSpec> {
-        let mut names = vec![self.webhooks()];
+        let mut names = vec![(self.webhooks(), TopicKind::Stream)];
         for stage in STAGES {
             if let Some(o) = self.output_of(stage) {
-                names.push(o);
+                names.push((o, TopicKind::Stream));
             }
             for tier in 1..=self.retry_delays.len() {
-                names.push(self.retry_topic(stage, tier));
+                names.push((self.retry_topic(stage, tier), TopicKind::Retry));
             }
-            names.push(self.dlq(stage));
+            names.push((self.dlq(stage), TopicKind::DeadLetter));
         }
         names
             .into_iter()
-            .map(|name| TopicSpec {
+            .map(|(name, kind)| TopicSpec {
                 name,
                 partitions: self.partitions,
+                kind,
             })
             .collect()
     }
@@ -131,6 +144,7 @@ impl Dataflow {
             max_in_flight,
             max_in_flight_bytes: 64 << 20,
             drain_timeout,
+            probe: Default::default(),
         }
     }
 

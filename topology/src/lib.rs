@@ -18,6 +18,7 @@ pub mod broker;
 pub mod config;
 pub mod dataflow;
 pub mod demo;
+pub mod health;
 pub mod kafka;
 pub mod ops;
 pub mod telemetry;

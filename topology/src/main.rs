@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use topology::config::{parse_duration, Config};
-use topology::{app, broker, demo, kafka, ops, telemetry, tenants};
+use topology::{app, demo, kafka, ops, telemetry, tenants};
 
 #[derive(Parser)]
 #[command(
@@ -122,8 +122,18 @@ struct AddArgs {
 
 #[derive(Subcommand)]
 enum TopicsCmd {
-    /// Create every topic of the dataflow (idempotent).
-    Create,
+    /// Create every topic of the dataflow (idempotent) with retention per
+    /// kind, max.message.bytes, replication factor and min.insync.replicas;
+    /// then compare existing topics with those settings.
+    Create {
+        /// Exit non-zero when an existing topic differs from the settings
+        /// (default: warn).
+        #[arg(long)]
+        strict: bool,
+        /// Only compare; create nothing.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -234,7 +244,7 @@ async fn signal() {
 
 fn ops_for(config: &Config) -> ops::KafkaOps {
     ops::KafkaOps {
-        factory: kafka::KafkaFactory::new(config.bootstrap_servers()),
+        factory: kafka::KafkaFactory::from_config(config),
         dataflow: app::dataflow(config),
         services: None,
     }
@@ -252,8 +262,14 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         Command::Run { stages } => {
             let components = app::parse_components(&stages).map_err(anyhow::Error::msg)?;
             let running = app::start(&config, &components).await?;
-            signal().await;
+            let fatal = tokio::select! {
+                _ = signal() => None,
+                reason = running.fatal() => Some(reason),
+            };
             running.stop().await;
+            if let Some(reason) = fatal {
+                anyhow::bail!("exiting so the supervisor restarts this process: {reason}");
+            }
         }
         Command::Broker => {
             if config.kafka_brokers.is_some() {
@@ -261,10 +277,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                     "KAFKA_BROKERS is set: `ticketflow broker` runs the embedded broker only when it is unset"
                 );
             }
-            let b = broker::EmbeddedBroker::start(config.broker_addr, &config.data_dir)
-                .await
-                .map_err(anyhow::Error::msg)?;
-            let factory = kafka::KafkaFactory::new(config.bootstrap_servers());
+            let b = app::start_embedded_broker(&config).await?;
+            let factory = kafka::KafkaFactory::from_config(&config);
             factory
                 .create_topics(&app::dataflow(&config).topics())
                 .await
@@ -274,7 +288,17 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 b.addr,
                 config.data_dir.display()
             );
-            signal().await;
+            let mut watch = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = signal() => break,
+                    _ = watch.tick() => {
+                        if b.has_failed() {
+                            anyhow::bail!("the embedded broker stopped serving; exiting so the supervisor restarts it");
+                        }
+                    }
+                }
+            }
         }
         Command::Migrate => {
             let store = sinks::store::EmbeddedStore::open(&config.store_path()).await?;
@@ -289,20 +313,34 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 }
             );
         }
-        Command::Topics(TopicsCmd::Create) => {
-            let factory = kafka::KafkaFactory::new(config.bootstrap_servers());
+        Command::Topics(TopicsCmd::Create { strict, check }) => {
+            let factory = kafka::KafkaFactory::from_config(&config);
             factory
                 .wait_ready(Duration::from_secs(10))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e} (is `ticketflow run` or `ticketflow broker` up?)"))?;
             let topics = app::dataflow(&config).topics();
-            let created = factory.create_topics(&topics).await.map_err(anyhow::Error::msg)?;
-            println!(
-                "{} topics: {} created, {} already existed",
-                topics.len(),
-                created.len(),
-                topics.len() - created.len()
-            );
+            if !check {
+                let created = factory.create_topics(&topics).await.map_err(anyhow::Error::msg)?;
+                println!(
+                    "{} topics: {} created, {} already existed",
+                    topics.len(),
+                    created.len(),
+                    topics.len() - created.len()
+                );
+            }
+            let mismatches = factory.check_topics(&topics).await.map_err(anyhow::Error::msg)?;
+            for m in &mismatches {
+                eprintln!("warning: topic {}: {}", m.topic, m.what);
+            }
+            if mismatches.is_empty() {
+                println!("existing topics match the configured settings");
+            } else if strict || check {
+                anyhow::bail!(
+                    "{} setting(s) of existing topics differ from the configuration (change them with kafka-configs.sh or set the TICKETFLOW_* topic variables to match)",
+                    mismatches.len()
+                );
+            }
         }
         Command::Tenants(cmd) => {
             let store = app::open_store(&config).await?;

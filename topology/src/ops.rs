@@ -160,9 +160,20 @@ impl KafkaOps {
         self.lag(true).await
     }
 
+    /// Total lag per consumer group (no ages), for health checks.
+    pub async fn lag_totals(&self) -> Result<std::collections::HashMap<String, i64>, String> {
+        let report = self.lag(false).await?;
+        Ok(report["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| Some((g["group"].as_str()?.to_string(), g["total_lag"].as_i64()?)))
+            .collect())
+    }
+
     /// The same without the age of the oldest unconsumed record: that read
-    /// costs a fetch per lagging partition (tansu reads from the offset to
-    /// the high watermark), too much to sample every second under load.
+    /// costs a fetch per lagging partition (the broker reads from the offset
+    /// to the high watermark), too much to sample every second under load.
     pub async fn lag_counts(&self) -> Result<Value, String> {
         self.lag(false).await
     }

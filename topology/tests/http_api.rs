@@ -210,7 +210,7 @@ async fn broker_unavailable_gives_503_never_202() {
     // Nothing listens on this port.
     let dead = format!("127.0.0.1:{}", common::free_port());
     let factory = topology::kafka::KafkaFactory::new(dead.clone());
-    let producer = factory.producer(Duration::from_millis(1500)).unwrap();
+    let producer = factory.durable_producer(Duration::from_millis(1500)).unwrap();
     let ops = Arc::new(topology::ops::KafkaOps {
         factory,
         dataflow: topology::dataflow::Dataflow::new("ticketflow", 1, vec![Duration::from_secs(1)]),
@@ -400,4 +400,36 @@ async fn tenant_api_never_crosses_tenants_and_admin_needs_its_token() {
     assert!(page.contains("ticketflow.update"), "dashboard shows the groups");
     assert_eq!(get("/nope".into(), None).await.0, 404);
     h.stop().await;
+}
+
+/// A 3 MiB body against the default 1 MiB limit, sent 20 times — with a
+/// content-length and chunked (no length): each sender gets its 413, never
+/// a connection reset while still writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_oversized_body_still_being_written_gets_its_413() {
+    let mut h = Harness::start(&[]).await;
+    h.add_tenant(&ACME).await;
+    let secret = h.secrets["acme"].clone();
+    let now = sinks::now_ms() / 1000;
+    let big = format!(r#"{{"request":{{"id":"1","description":"{}"}}}}"#, "x".repeat(3 << 20));
+    let url = format!("{}/webhooks/servicedesk/acme", h.base());
+    for i in 0..20 {
+        let hs = signed(&secret, &format!("big-{i}"), now, &big);
+        let body = if i % 2 == 0 {
+            reqwest::Body::from(big.clone())
+        } else {
+            // Chunked: the size shows only while reading.
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                big.as_bytes().chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+            reqwest::Body::wrap_stream(futures::stream::iter(chunks))
+        };
+        let mut rb = h.http.post(&url).body(body);
+        for (k, v) in &hs {
+            rb = rb.header(*k, v);
+        }
+        let r = rb.send().await.unwrap_or_else(|e| panic!("send {i}: {e:?}"));
+        assert_eq!(r.status().as_u16(), 413, "attempt {i}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(code(&v), "payload_too_large");
+    }
 }

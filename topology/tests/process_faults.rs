@@ -652,22 +652,18 @@ async fn kill_9_then_restart(restart_after: Duration) {
 }
 
 /// The new process starts once the killed one's consumer-group members have
-/// expired. Restarted sooner, it meets tansu 0.6.0's coordinator bug (see
-/// the ignored test below).
+/// expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_the_stage_process_with_the_broker_in_its_own_process_loses_and_duplicates_nothing() {
     kill_9_then_restart(SESSION_TIMEOUT + Duration::from_secs(1)).await;
 }
 
-/// Reproduces a stall: restarted while the killed process's group members
-/// are still within their session timeout, the new members join; when the
-/// dead leader expires between a follower's JoinGroup and SyncGroup, tansu
-/// 0.6.0 (`Inner<_, Forming>::sync` in tansu-broker's
-/// coordinator/group/administrator.rs) accepts the follower's empty
-/// SyncGroup as the leader's and forms the group with no assignment at all;
-/// no rebalance follows, and the stage consumes nothing, ever.
+/// Restarted at once, as Kubernetes does: the new process's members join
+/// while the killed process's members are still within their session
+/// timeout; the coordinator must expire them and hand every partition to the
+/// new members. (tansu 0.6.0 formed the group with an empty assignment here
+/// and the stages consumed nothing, ever; nisshi 0.8.1 does not.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fails: tansu 0.6.0 forms a consumer group with an empty assignment when a restarted process joins before the killed one's members expire"]
 async fn kill_9_then_immediate_restart_with_the_broker_in_its_own_process_resumes_every_stage() {
     kill_9_then_restart(Duration::from_millis(500)).await;
 }

@@ -9,7 +9,7 @@
 //! shows the runtime's own log, `RT_DEBUG=1` every retry's timing. The
 //! tests at the end reproduce runtime bugs found here, now fixed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use processors::headers::{get_owned, new_traceparent, JobHeaders};
+use processors::producer::DurableProducer;
 use processors::{run_stage, Stage, StageFailure, StageInput, StageOutput, StageWiring};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -87,7 +88,11 @@ fn topics_of(w: &StageWiring) -> Vec<String> {
 async fn create_topics(factory: &KafkaFactory, w: &StageWiring, partitions: i32) {
     let specs: Vec<TopicSpec> = topics_of(w)
         .into_iter()
-        .map(|name| TopicSpec { name, partitions })
+        .map(|name| TopicSpec {
+            name,
+            partitions,
+            kind: topology::dataflow::TopicKind::Stream,
+        })
         .collect();
     factory.create_topics(&specs).await.unwrap();
 }
@@ -211,7 +216,7 @@ struct Running {
 fn spawn_stage(
     factory: &KafkaFactory,
     wiring: StageWiring,
-    producer: FutureProducer,
+    producer: Arc<DurableProducer>,
     stage: Arc<dyn Stage>,
 ) -> Running {
     spawn_stage_on(&tokio::runtime::Handle::current(), factory, wiring, producer, stage)
@@ -222,7 +227,7 @@ fn spawn_stage_on(
     rt: &tokio::runtime::Handle,
     factory: &KafkaFactory,
     wiring: StageWiring,
-    producer: FutureProducer,
+    producer: Arc<DurableProducer>,
     stage: Arc<dyn Stage>,
 ) -> Running {
     let shutdown = CancellationToken::new();
@@ -321,8 +326,8 @@ async fn one_tickets_events_stay_in_order_among_500_others() {
         }
     }
     assert_eq!((hot, other), (50, 500));
-    let producer = env.factory.producer(Duration::from_secs(10)).unwrap();
-    let delivered = produce_all(&producer, &recs).await;
+    let producer = env.factory.durable_producer(Duration::from_secs(10)).unwrap();
+    let delivered = produce_all(&producer.current(), &recs).await;
     assert!(delivered.iter().all(|(p, _)| *p == 0));
 
     let stage = Arc::new(OrderStage::default());
@@ -460,11 +465,14 @@ async fn retry_tiers_hold_records_until_not_before_and_measure_lateness() {
         .iter()
         .map(|j| Rec::job(&input, &format!("t:{j}"), j, format!("payload-{j}")))
         .collect();
-    let producer = env.factory.producer(Duration::from_secs(10)).unwrap();
+    let producer = env.factory.durable_producer(Duration::from_secs(10)).unwrap();
     let stage = Arc::new(RetryStage::default());
     let running = spawn_stage(&env.factory, wiring.clone(), producer.clone(), stage.clone());
-    let delivered: HashMap<String, (i32, i64)> =
-        jobs.iter().cloned().zip(produce_all(&producer, &recs).await).collect();
+    let delivered: HashMap<String, (i32, i64)> = jobs
+        .iter()
+        .cloned()
+        .zip(produce_all(&producer.current(), &recs).await)
+        .collect();
 
     wait_until("every job succeeded or exhausted", Duration::from_secs(45), || {
         let attempts = |j: &str| stage.log.lock().unwrap().iter().filter(|a| a.job == j).count();
@@ -712,8 +720,8 @@ async fn poison_records_go_to_the_dlq_and_the_stage_keeps_running() {
         // (d) a good record after the poison.
         Rec::job(&input, "t:good", "good", webhook("good", "good")),
     ];
-    let producer = env.factory.producer(Duration::from_secs(10)).unwrap();
-    let delivered = produce_all(&producer, &recs).await;
+    let producer = env.factory.durable_producer(Duration::from_secs(10)).unwrap();
+    let delivered = produce_all(&producer.current(), &recs).await;
     let stage = Arc::new(DecodingStage::default());
     let running = spawn_stage(&env.factory, wiring.clone(), producer.clone(), stage.clone());
     wait_until("the good record handled", Duration::from_secs(40), || {
@@ -759,7 +767,7 @@ async fn poison_records_go_to_the_dlq_and_the_stage_keeps_running() {
 
     // Still running: a record produced after the poison is handled too.
     produce_all(
-        &producer,
+        &producer.current(),
         &[Rec::job(&input, "t:good2", "good2", webhook("good2", "good2"))],
     )
     .await;
@@ -891,9 +899,12 @@ async fn broker_errors_and_a_broker_going_down_lose_nothing() {
     );
 
     // The product's producer: idempotent, acks=all.
-    let stage_producer = factory.producer(Duration::from_secs(10)).unwrap();
-    assert_eq!(effective_config(&stage_producer, "enable.idempotence"), "true");
-    let acks = effective_config(&stage_producer, "acks");
+    let stage_producer = factory.durable_producer(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        effective_config(&stage_producer.current(), "enable.idempotence"),
+        "true"
+    );
+    let acks = effective_config(&stage_producer.current(), "acks");
     assert!(acks == "-1" || acks == "all", "acks={acks}");
     println!("product producer: enable.idempotence=true acks={acks}");
 
@@ -1069,7 +1080,7 @@ async fn outage_shutdown_then_restart(in_process: bool) {
         .as_ref()
         .map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone());
     let stage_a = Arc::new(ForwardStage::default());
-    let producer_a = factory.producer(Duration::from_secs(2)).unwrap();
+    let producer_a = factory.durable_producer(Duration::from_secs(2)).unwrap();
     let a = spawn_stage_on(&handle_a, &factory, wiring.clone(), producer_a, stage_a.clone());
     wait_until("stage A took records", Duration::from_secs(20), || {
         stage_a.distinct() >= 10
@@ -1099,7 +1110,7 @@ async fn outage_shutdown_then_restart(in_process: bool) {
     }
 
     let stage_b = Arc::new(ForwardStage::default());
-    let producer_b = factory.producer(Duration::from_secs(10)).unwrap();
+    let producer_b = factory.durable_producer(Duration::from_secs(10)).unwrap();
     let b_started = Instant::now();
     let b = spawn_stage(&factory, wiring.clone(), producer_b, stage_b.clone());
     tokio::time::sleep_until((t0 + Duration::from_secs(8)).into()).await;
@@ -1167,8 +1178,8 @@ async fn no_record_starts_after_run_stage_returned() {
     let recs: Vec<Rec> = (0..3)
         .map(|i| Rec::job(&input, "t:slow", &format!("s-{i}"), "x"))
         .collect();
-    let producer = env.factory.producer(Duration::from_secs(10)).unwrap();
-    produce_all(&producer, &recs).await;
+    let producer = env.factory.durable_producer(Duration::from_secs(10)).unwrap();
+    produce_all(&producer.current(), &recs).await;
     let stage = Arc::new(SlowStage::default());
     let running = spawn_stage(&env.factory, wiring, producer, stage.clone());
     wait_until("the first record started", Duration::from_secs(30), || {
@@ -1231,8 +1242,8 @@ async fn another_tenants_retry_after_does_not_delay_my_retry() {
         Rec::job(&input, "limited:1", "limited", "x"),
         Rec::job(&input, "other:1", "other", "x"),
     ];
-    let producer = env.factory.producer(Duration::from_secs(10)).unwrap();
-    produce_all(&producer, &recs).await;
+    let producer = env.factory.durable_producer(Duration::from_secs(10)).unwrap();
+    produce_all(&producer.current(), &recs).await;
     let stage = Arc::new(TwoTenantStage::default());
     let running = spawn_stage(&env.factory, wiring, producer, stage.clone());
     wait_until("the other tenant's retry ran", Duration::from_secs(30), || {
@@ -1244,4 +1255,148 @@ async fn another_tenants_retry_after_does_not_delay_my_retry() {
     let late = retried - (failed + 300);
     println!("other tenant's retry ran {late} ms after it was due (tier 300 ms, limited tenant's Retry-After 3 s)");
     assert!(late < 1000, "retry held {late} ms behind another tenant's Retry-After");
+}
+
+/// Holds every record until the gate opens; counts handles per job.
+struct GateStage {
+    open: tokio::sync::watch::Receiver<bool>,
+    handled: Mutex<HashMap<String, usize>>,
+}
+
+#[async_trait]
+impl Stage for GateStage {
+    async fn handle(&self, input: StageInput<'_>) -> Result<StageOutput, StageFailure> {
+        let mut rx = self.open.clone();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        *self
+            .handled
+            .lock()
+            .unwrap()
+            .entry(input.headers.job_id.clone())
+            .or_default() += 1;
+        Ok(StageOutput::Done)
+    }
+}
+
+/// A downstream stall longer than `max.poll.interval.ms` (lowered to 7 s)
+/// with the stage at its in-flight bound: the stage pauses its partitions
+/// and keeps polling, so the member never leaves the group (one assignment
+/// only) and every record is handled exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backpressure_longer_than_max_poll_interval_keeps_the_member_in_the_group() {
+    let env = start_broker().await;
+    let flow = Dataflow::new("rtbp", 2, vec![]);
+    let max_in_flight = 4;
+    let wiring = flow.wiring("validate", max_in_flight, Duration::from_secs(5));
+    create_topics(&env.factory, &wiring, 2).await;
+    let input = flow.input_of("validate");
+    let recs: Vec<Rec> = (0..40)
+        .map(|i| Rec::job(&input, &format!("t:k{i}"), &format!("j{i}"), "x"))
+        .collect();
+    let producer = env.factory.durable_producer(Duration::from_secs(10)).unwrap();
+    produce_all(&producer.current(), &recs).await;
+
+    let (open_tx, open_rx) = tokio::sync::watch::channel(false);
+    let stage = Arc::new(GateStage {
+        open: open_rx,
+        handled: Mutex::new(HashMap::new()),
+    });
+    let probe = wiring.probe.clone();
+    let shutdown = CancellationToken::new();
+    let mut cc = env.factory.consumer_config();
+    cc.set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("max.poll.interval.ms", "7000");
+    let token = shutdown.clone();
+    let (w, p, s) = (wiring.clone(), producer.clone(), stage.clone());
+    let task = tokio::spawn(async move { run_stage(w, cc, p, s, token).await.expect("run_stage") });
+
+    wait_until("the stage at its bound", Duration::from_secs(30), || {
+        probe.paused_for_capacity.load(Ordering::Relaxed)
+    })
+    .await;
+    let assignments_before = probe.assignments();
+    // Stalled well past max.poll.interval.ms.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    assert_eq!(
+        probe.assignments(),
+        assignments_before,
+        "the member rebalanced while paused (left the group?)"
+    );
+    assert!(probe.assigned() > 0, "the member holds its partitions while paused");
+    assert!(
+        stage.handled.lock().unwrap().is_empty(),
+        "nothing finished while the gate was closed"
+    );
+    open_tx.send(true).unwrap();
+    wait_until("40 records handled", Duration::from_secs(60), || {
+        stage.handled.lock().unwrap().len() >= 40
+    })
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let handled = stage.handled.lock().unwrap().clone();
+    let twice: Vec<_> = handled.iter().filter(|(_, n)| **n > 1).collect();
+    println!(
+        "backpressure: paused for 16 s with max.poll.interval.ms=7000; assignments {}; 40 jobs, handled twice: {}",
+        probe.assignments(),
+        twice.len()
+    );
+    assert_eq!(handled.len(), 40);
+    assert!(twice.is_empty(), "handled more than once: {twice:?}");
+    assert_eq!(probe.assignments(), assignments_before, "no rebalance at all");
+}
+
+/// Forwards an output larger than the topics' `max.message.bytes`.
+struct InflateStage;
+
+#[async_trait]
+impl Stage for InflateStage {
+    async fn handle(&self, input: StageInput<'_>) -> Result<StageOutput, StageFailure> {
+        if input.value == b"big" {
+            Ok(StageOutput::Forward(vec![b'x'; 6 << 20]))
+        } else {
+            Ok(StageOutput::Forward(input.value.to_vec()))
+        }
+    }
+}
+
+/// A record whose output the broker refuses for good (over
+/// `max.message.bytes`) goes to the DLQ with the reason; the records after
+/// it flow on (no endless retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_output_over_the_record_size_limit_goes_to_the_dlq() {
+    let env = start_broker().await;
+    let flow = Dataflow::new("rtbig", 1, vec![Duration::from_secs(1)]);
+    let wiring = flow.wiring("validate", 8, Duration::from_secs(5));
+    create_topics(&env.factory, &wiring, 1).await;
+    let input = flow.input_of("validate");
+    let recs = vec![
+        Rec::job(&input, "t:a", "small-1", "a"),
+        Rec::job(&input, "t:b", "big-1", "big"),
+        Rec::job(&input, "t:c", "small-2", "c"),
+    ];
+    let producer = env.factory.durable_producer(Duration::from_secs(10)).unwrap();
+    produce_all(&producer.current(), &recs).await;
+    let running = spawn_stage(&env.factory, wiring.clone(), producer.clone(), Arc::new(InflateStage));
+    let dlq = read_topic(&env.factory, &wiring.dlq, 1, 1).await;
+    let out = read_topic(&env.factory, wiring.output.as_deref().unwrap(), 1, 2).await;
+    running.stop().await;
+    assert_eq!(dlq.len(), 1, "exactly one dead letter");
+    assert_eq!(header(&dlq[0], "job_id"), Some("big-1"));
+    assert_eq!(header(&dlq[0], "error_class"), Some("permanent"));
+    let error = header(&dlq[0], "error").unwrap_or_default().to_string();
+    assert!(error.contains("refused"), "{error}");
+    let jobs: BTreeSet<String> = out
+        .iter()
+        .filter_map(|m| header(m, "job_id").map(str::to_string))
+        .collect();
+    assert_eq!(jobs, BTreeSet::from(["small-1".to_string(), "small-2".to_string()]));
 }

@@ -22,14 +22,18 @@
 //!    auto-commit sends what is stored.
 //!
 //! Backpressure: at `max_in_flight` records or `max_in_flight_bytes` of
-//! payload the stage stops polling its consumer, and polls again when both
-//! are back under half; librdkafka's own prefetch is capped at 16 MiB, so it
-//! stops fetching meanwhile. Memory therefore stays bounded however large
-//! the backlog. (Pausing the partitions instead was measured 8× slower:
-//! every resume discards librdkafka's prefetched records and fetches them
-//! again, and tansu's fetch reads from the offset to the high watermark, so
-//! each refetch costs the whole backlog.) On revoke the revoked partitions drain (bounded) and commit
+//! payload the stage pauses its assigned partitions, and resumes them when
+//! both are back under half. The consumer is polled all the while (at least
+//! once a second), so a long stall in a downstream system never exceeds
+//! `max.poll.interval.ms` and rebalances are served while paused;
+//! librdkafka's own prefetch is capped at 16 MiB. Memory therefore stays
+//! bounded however large the backlog. On revoke the revoked partitions drain
+//! (bounded, off the runtime's worker threads) and commit
 //! (Consuming → Draining → Complete); on shutdown all of them do.
+//!
+//! A record whose output the broker refuses for good (too large, topic
+//! unknown or forbidden) goes to the dead-letter topic with the reason,
+//! never into an endless retry.
 
 pub mod tracker;
 
@@ -39,8 +43,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use schemas::{Codec, FailureEnvelope};
 use sinks::metrics::metrics;
@@ -50,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::headers::{FailureHeaders, JobHeaders};
+use crate::producer::{DurableProducer, ProduceError};
 use tracker::{Taken, Ticket, TopicPartition, Tracker};
 
 /// What a stage got.
@@ -127,6 +132,32 @@ pub struct InputTopic {
     pub kind: InputKind,
 }
 
+/// What a running stage shows the process's health checks.
+#[derive(Debug, Default)]
+pub struct StageProbe {
+    /// Partitions assigned to this stage's consumer now.
+    pub assigned: std::sync::atomic::AtomicUsize,
+    /// Assignments received (rebalances that gave this member partitions,
+    /// or none).
+    pub assignments: std::sync::atomic::AtomicU64,
+    /// Set once `run_stage` has subscribed; cleared when it returns.
+    pub running: std::sync::atomic::AtomicBool,
+    /// Whether the stage has paused its partitions for backpressure.
+    pub paused_for_capacity: std::sync::atomic::AtomicBool,
+}
+
+impl StageProbe {
+    pub fn assigned(&self) -> usize {
+        self.assigned.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    pub fn assignments(&self) -> u64 {
+        self.assignments.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    pub fn is_running(&self) -> bool {
+        self.running.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Everything the runtime needs to know about one stage, filled in by
 /// `topology`.
 #[derive(Debug, Clone)]
@@ -145,6 +176,8 @@ pub struct StageWiring {
     pub max_in_flight_bytes: usize,
     /// How long revoke and shutdown wait for in-flight records.
     pub drain_timeout: Duration,
+    /// Shared with the process's health checks.
+    pub probe: Arc<StageProbe>,
 }
 
 impl StageWiring {
@@ -164,6 +197,17 @@ pub struct StageContext {
     stage: &'static str,
     tracker: Shared,
     drain_timeout: Duration,
+    probe: Arc<StageProbe>,
+}
+
+/// Runs a blocking wait without holding up the tokio worker thread it is
+/// called on (rebalance callbacks run inside the consumer's poll, on a
+/// worker): other tasks move to another thread meanwhile.
+fn off_the_worker<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 impl ClientContext for StageContext {}
@@ -188,6 +232,7 @@ impl ConsumerContext for StageContext {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
         };
+        self.probe.assigned.store(0, std::sync::atomic::Ordering::Relaxed);
         let tps = tps_of(tpl);
         if tps.is_empty() {
             return;
@@ -196,7 +241,7 @@ impl ConsumerContext for StageContext {
         // (bounded); queued ones are left to the next owner.
         self.tracker.lock().expect("tracker lock").unqueue(&tps);
         let deadline = Instant::now() + self.drain_timeout;
-        let offsets = loop {
+        let offsets = off_the_worker(|| loop {
             let mut t = self.tracker.lock().expect("tracker lock");
             let left = t.running_on(&tps);
             if left == 0 || Instant::now() >= deadline {
@@ -213,7 +258,7 @@ impl ConsumerContext for StageContext {
             }
             drop(t);
             std::thread::sleep(Duration::from_millis(5));
-        };
+        });
         if !offsets.is_empty() {
             // Asynchronous: the request goes out ahead of the rejoin on the
             // coordinator connection, and a broker that is gone cannot hang
@@ -248,6 +293,12 @@ impl ConsumerContext for StageContext {
         if let Rebalance::Assign(tpl) = rebalance {
             let tps = tps_of(tpl);
             info!(stage = self.stage, partitions = tps.len(), "partitions assigned");
+            self.probe
+                .assigned
+                .store(tps.len(), std::sync::atomic::Ordering::Relaxed);
+            self.probe
+                .assignments
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.tracker.lock().expect("tracker lock").assign(tps);
         }
     }
@@ -269,7 +320,7 @@ struct Finished {
 struct Worker {
     wiring: Arc<StageWiring>,
     stage: Arc<dyn Stage>,
-    producer: FutureProducer,
+    producer: Arc<DurableProducer>,
     tracker: Shared,
     done: mpsc::UnboundedSender<Option<Finished>>,
     shutdown: CancellationToken,
@@ -408,8 +459,16 @@ impl Worker {
                     .output
                     .as_deref()
                     .expect("a stage that forwards has an output topic");
-                self.produce(topic, key, &out, headers.next_hop(1).to_kafka()).await;
-                Ok(())
+                match self.produce(topic, key, &out, headers.next_hop(1).to_kafka()).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err((
+                        ctx,
+                        StageFailure::permanent(format!(
+                            "the broker refused this stage's output record ({} bytes) for {topic}: {e}",
+                            out.len()
+                        )),
+                    )),
+                }
             }
             Ok(StageOutput::Done) => Ok(()),
             Err(f) => Err((ctx, f)),
@@ -492,6 +551,7 @@ impl Worker {
             not_before_ms,
             payload: ctx.payload,
         };
+        let mut envelope = envelope;
         let value = Codec::builtin()
             .encode(&envelope)
             .expect("failure envelopes always encode");
@@ -528,22 +588,46 @@ impl Worker {
                 metrics().dlq_records.with_label_values(&[stage]).inc();
             }
         }
-        self.produce(topic, key, &value, kafka_headers).await;
+        if let Err(e) = self.produce(topic, key, &value, kafka_headers.clone()).await {
+            // The envelope itself is refused (its payload is too large):
+            // dead-letter it without the payload, saying so, rather than
+            // lose the job or retry forever.
+            error!(topic, error = %e, payload_bytes = envelope.payload.len(), "failure record refused by the broker; dead-lettering it without its payload");
+            let dlq = self.wiring.dlq.as_str();
+            envelope.error = format!(
+                "{} (payload of {} bytes dropped: the broker refused the record: {e})",
+                envelope.error,
+                envelope.payload.len()
+            );
+            envelope.payload = Vec::new();
+            envelope.not_before_ms = 0;
+            let value = Codec::builtin()
+                .encode(&envelope)
+                .expect("failure envelopes always encode");
+            if let Err(e) = self.produce(dlq, key, &value, kafka_headers).await {
+                error!(topic = dlq, error = %e, "dead-letter record refused by the broker; the job ends here");
+            }
+        }
     }
 
-    /// Produces until the broker acknowledges; gives up only on shutdown
-    /// after the drain bound (the record is then redone after restart).
-    async fn produce(&self, topic: &str, key: &str, value: &[u8], headers: rdkafka::message::OwnedHeaders) {
+    /// Produces until the broker acknowledges; returns an error only when
+    /// the broker refuses the record for good. On shutdown it keeps trying
+    /// through the drain window (the runtime stops waiting at its bound; the
+    /// record is then redone after restart).
+    async fn produce(&self, topic: &str, key: &str, value: &[u8], headers: OwnedHeaders) -> Result<(), ProduceError> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let record = FutureRecord::to(topic).key(key).payload(value).headers(headers.clone());
             match self
                 .producer
-                .send(record, rdkafka::util::Timeout::After(Duration::from_secs(30)))
+                .send(topic, key, value, headers.clone(), Duration::from_secs(30))
                 .await
             {
-                Ok(_) => return,
-                Err((e, _)) => {
+                Ok(_) => return Ok(()),
+                Err(e @ ProduceError::Permanent(_)) => {
+                    error!(topic, error = %e, bytes = value.len(), "the broker refused the record for good");
+                    return Err(e);
+                }
+                Err(e) => {
                     warn!(topic, error = %e, "produce failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -609,7 +693,7 @@ fn not_before_of(msg: &OwnedMessage) -> Option<i64> {
 pub async fn run_stage(
     wiring: StageWiring,
     mut consumer_config: ClientConfig,
-    producer: FutureProducer,
+    producer: Arc<DurableProducer>,
     stage: Arc<dyn Stage>,
     shutdown: CancellationToken,
 ) -> Result<(), rdkafka::error::KafkaError> {
@@ -619,6 +703,7 @@ pub async fn run_stage(
         stage: wiring.stage,
         tracker: tracker.clone(),
         drain_timeout: wiring.drain_timeout,
+        probe: wiring.probe.clone(),
     };
     consumer_config
         .set("group.id", &wiring.group)
@@ -630,6 +715,8 @@ pub async fn run_stage(
     let consumer: Arc<StageConsumer> = Arc::new(consumer_config.create_with_context(context)?);
     let topics: Vec<&str> = wiring.inputs.iter().map(|i| i.topic.as_str()).collect();
     consumer.subscribe(&topics)?;
+    let probe = wiring.probe.clone();
+    probe.running.store(true, std::sync::atomic::Ordering::Relaxed);
     info!(stage = wiring.stage, group = %wiring.group, topics = ?topics, "stage consuming");
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
@@ -646,7 +733,15 @@ pub async fn run_stage(
     let mut set_aside: Vec<Held> = Vec::new();
     let max_set_aside = (wiring.max_in_flight / 4).max(1);
     let mut at_capacity = false;
+    // Partitions this loop paused for backpressure (not those paused for a
+    // held retry record).
+    let mut capacity_paused: Vec<TopicPartition> = Vec::new();
     let low_water = (wiring.max_in_flight / 2).max(1);
+    // Every turn of the loop polls the consumer; the tick makes sure it
+    // turns at least once a second, paused or idle, so the member never
+    // exceeds max.poll.interval.ms.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let pause = |tps: &[TopicPartition], consumer: &StageConsumer| {
         let mut tpl = TopicPartitionList::new();
@@ -708,7 +803,15 @@ pub async fn run_stage(
             let h = held.remove(&tp).expect("due record is held");
             if current(&h) {
                 dispatch(h.msg);
-                resume(std::slice::from_ref(&tp), &consumer);
+                // Stays paused while the stage is at capacity: the resume
+                // at low water lets it flow again.
+                if at_capacity {
+                    if !capacity_paused.contains(&tp) {
+                        capacity_paused.push(tp);
+                    }
+                } else {
+                    resume(std::slice::from_ref(&tp), &consumer);
+                }
             }
         }
         held.retain(|_, h| current(h));
@@ -729,12 +832,40 @@ pub async fn run_stage(
         };
         if !at_capacity && (in_flight >= wiring.max_in_flight || in_flight_bytes >= wiring.max_in_flight_bytes) {
             at_capacity = true;
+            probe
+                .paused_for_capacity
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             debug!(
                 stage = wiring.stage,
-                in_flight, in_flight_bytes, "in-flight bound reached; not polling"
+                in_flight, in_flight_bytes, "in-flight bound reached; partitions paused"
             );
         } else if at_capacity && in_flight <= low_water && in_flight_bytes <= wiring.max_in_flight_bytes / 2 {
             at_capacity = false;
+            probe
+                .paused_for_capacity
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            // Resume what this loop paused and still owns, except partitions
+            // now held for a retry record.
+            let assigned = tracker.lock().expect("tracker lock").assigned();
+            let back: Vec<TopicPartition> = std::mem::take(&mut capacity_paused)
+                .into_iter()
+                .filter(|tp| assigned.contains(tp) && !held.contains_key(tp))
+                .collect();
+            resume(&back, &consumer);
+        }
+        if at_capacity {
+            // Pause what is assigned and not paused yet (partitions may have
+            // been assigned since the bound was reached).
+            let assigned = tracker.lock().expect("tracker lock").assigned();
+            capacity_paused.retain(|tp| assigned.contains(tp));
+            let new: Vec<TopicPartition> = assigned
+                .into_iter()
+                .filter(|tp| !capacity_paused.contains(tp))
+                .collect();
+            if !new.is_empty() {
+                pause(&new, &consumer);
+                capacity_paused.extend(new);
+            }
         }
 
         let next_due = held.values().chain(set_aside.iter()).map(|h| h.due).min();
@@ -747,7 +878,8 @@ pub async fn run_stage(
                 }
             }
             _ = tokio::time::sleep_until(sleep_until.into()), if next_due.is_some() => {}
-            msg = consumer.recv(), if !at_capacity => {
+            _ = tick.tick() => {}
+            msg = consumer.recv() => {
                 let msg = match msg {
                     Ok(m) => m.detach(),
                     Err(e) => {
@@ -827,6 +959,8 @@ pub async fn run_stage(
     // workers. This is the consumer's last owner (the rebalance callback
     // holds no reference to it).
     let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+    probe.running.store(false, std::sync::atomic::Ordering::Relaxed);
+    probe.assigned.store(0, std::sync::atomic::Ordering::Relaxed);
     info!(stage = wiring.stage, "stage stopped");
     Ok(())
 }
