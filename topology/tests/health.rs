@@ -139,6 +139,7 @@ async fn a_fatally_broken_producer_fails_readiness_until_it_is_recreated() {
     assert!(producer.recreations() > before, "the producer was recreated");
     let (s, v) = ready(&h).await;
     assert_eq!(s, 200, "{v}");
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
