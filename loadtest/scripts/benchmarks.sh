@@ -17,6 +17,10 @@ want() { [ -z "$WANT" ] || [[ " $WANT " == *" $1 "* ]]; }
 
 # Highest ingest rate held with p99 < 50 ms, and the raw limits beside it.
 if want ingest-max; then run ingest-max --scenario ingest --find-max --ramp-from 500 --rate 20000 --duration 10s --warmup 2s; fi
+# Ingest alone at fixed rates (the README's held rate and its neighbours).
+for r in 1200 2000 3000 4500; do
+  if want ingest-$r; then run ingest-$r --scenario ingest --rate $r --duration 10s --warmup 2s --baselines false; fi
+done
 # Stage runtime: 2,000 jobs over 2,000 tickets, every topic 1 partition, LLM 2 s per call.
 if want pipeline-1p; then run pipeline-1p --scenario pipeline --partitions 1 --rate 1000 --duration 2s --warmup 0s --llm-latency 2s --baselines false --settle 300s; fi
 # Sustained pipeline with the default settings and a 2 s LLM: a rate it
@@ -27,6 +31,7 @@ if want pipeline; then run pipeline --scenario pipeline --rate 100 --duration 60
 if want sdp-throttle; then run sdp-throttle --scenario sdp-throttle --rate 20 --duration 60s --llm-latency 500ms --baselines false --settle 300s; fi
 if want llm-outage; then run llm-outage --scenario llm-outage --rate 50 --duration 30s --baselines false --settle 300s; fi
 if want broker-restart; then run broker-restart --scenario broker-restart --rate 50 --duration 30s --llm-latency 500ms --broker-down 5s --broker-stop term --baselines false --settle 300s; fi
+if want broker-restart-kill; then run broker-restart-kill --scenario broker-restart --rate 50 --duration 30s --llm-latency 500ms --broker-down 5s --broker-stop kill --baselines false --settle 120s; fi
 if want burst; then run burst --scenario burst --rate 30 --duration 30s --llm-latency 2s --baselines false --settle 300s; fi
 # Memory under a deep backlog (`--scenario backlog`: queue with ingest
 # alone, then start the stages and report the RSS they add) is not run here:
