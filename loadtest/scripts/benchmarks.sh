@@ -35,4 +35,4 @@ if want broker-restart-kill; then run broker-restart-kill --scenario broker-rest
 if want burst; then run burst --scenario burst --rate 30 --duration 30s --llm-latency 2s --baselines false --settle 300s; fi
 # Memory under a deep backlog (`--scenario backlog`: queue with ingest
 # alone, then start the stages and report the RSS they add) is not run here:
-# the embedded broker (tansu 0.6.0) breaks after ~20,000 queued records (README).
+# not yet re-measured on the nisshi broker (README).

@@ -194,7 +194,7 @@ impl Cluster {
                 // The group coordinator's own account of joins, syncs and expiries.
                 (
                     "RUST_LOG".into(),
-                    "warn,topology=info,tansu_broker::coordinator=info".into(),
+                    "warn,topology=info,nisshi_broker::coordinator=info".into(),
                 ),
             ],
         };

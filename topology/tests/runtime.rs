@@ -53,7 +53,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// An embedded tansu broker in a temp dir (fields drop in order: broker first).
+/// An embedded broker in a temp dir (fields drop in order: broker first).
 struct Env {
     factory: KafkaFactory,
     _broker: EmbeddedBroker,
