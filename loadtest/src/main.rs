@@ -391,6 +391,13 @@ async fn rig(args: &Args, components: &[&str]) -> anyhow::Result<Rig> {
         args.synthesize_in_flight.to_string(),
     );
     vars.insert("LLM_BASE_URL".into(), llm.base_url());
+    // Tuning from the environment (`KAFKA_PROPERTIES`, `TICKETFLOW_*` the
+    // rig does not set itself) reaches the rig, to measure a setting.
+    for (k, v) in std::env::vars() {
+        if (k == "KAFKA_PROPERTIES" || k.starts_with("TICKETFLOW_")) && !vars.contains_key(&k) {
+            vars.insert(k, v);
+        }
+    }
     let config = Config::from_map(&vars)?;
     let components: Vec<String> = components.iter().map(|c| c.to_string()).collect();
     let running = topology::app::start(&config, &components).await?;

@@ -161,6 +161,78 @@ async fn idempotency_claims() {
     assert_eq!(s.note_state("b", "j1").await.unwrap(), None);
 }
 
+/// Ingest's claims are group-committed: many at once share transactions,
+/// yet each caller gets the answer it would get alone, and every answer
+/// given is on disk (a store opened afresh sees it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_webhook_claims_are_committed_together_and_answered_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(store(&dir).await);
+    // 2,000 distinct webhooks and 50 racing copies of one more, all at once.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..2_000 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let (w, j) = (format!("w{i}"), format!("j{i}"));
+            let claim = s.claim_webhook("t", &w, &j, "c", 60_000).await.unwrap();
+            assert_eq!(
+                claim,
+                WebhookClaim::Proceed {
+                    job_id: j,
+                    correlation_id: "c".into()
+                }
+            );
+            s.confirm_webhook("t", &w).await.unwrap();
+            0
+        });
+    }
+    for i in 0..50 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            match s
+                .claim_webhook("t", "race", &format!("r{i}"), "c", 60_000)
+                .await
+                .unwrap()
+            {
+                WebhookClaim::Proceed { .. } => 1,
+                WebhookClaim::InFlight => 0,
+                other => panic!("a racing claim got {other:?}"),
+            }
+        });
+    }
+    let mut winners = 0;
+    while let Some(r) = tasks.join_next().await {
+        winners += r.unwrap();
+    }
+    assert_eq!(winners, 1, "exactly one of 50 racing claims proceeds");
+    drop(s);
+
+    let again = store(&dir).await;
+    for i in [0, 999, 1_999] {
+        assert_eq!(
+            again
+                .claim_webhook("t", &format!("w{i}"), "other", "x", 60_000)
+                .await
+                .unwrap(),
+            WebhookClaim::Accepted {
+                job_id: format!("j{i}"),
+                correlation_id: "c".into()
+            },
+            "confirmed claim w{i} survives reopening"
+        );
+    }
+    assert_eq!(
+        again.claim_webhook("t", "race", "late", "x", 60_000).await.unwrap(),
+        WebhookClaim::InFlight,
+        "the racing winner's pending claim is on disk"
+    );
+    // Another tenant never sees these claims.
+    assert!(matches!(
+        again.claim_webhook("u", "w0", "ju", "cu", 60_000).await.unwrap(),
+        WebhookClaim::Proceed { job_id, .. } if job_id == "ju"
+    ));
+}
+
 #[tokio::test]
 async fn migrations_apply_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,6 +8,9 @@ use tokio::sync::Mutex;
 use super::*;
 use crate::now_ms;
 
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../../migrations/embedded/0001_init.sql"))];
 
 /// The default store: one libSQL file under the data dir.
@@ -16,6 +19,8 @@ const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../../migra
 /// (the `tenants` CLI) wait on SQLite's lock up to the busy timeout.
 pub struct EmbeddedStore {
     conn: Mutex<Connection>,
+    /// Ingest's webhook-id claims, group-committed on a second connection.
+    ledger: super::ledger::Ledger,
     // Keeps the database handle alive for the connection.
     _db: libsql::Database,
 }
@@ -104,6 +109,35 @@ fn feedback_of(row: &Row) -> Result<Feedback, StoreError> {
     })
 }
 
+/// Applies every migration not applied yet; returns the names applied now.
+async fn apply_migrations(conn: &Connection) -> Result<Vec<&'static str>, StoreError> {
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+        (),
+    )
+    .await
+    .map_err(unavailable)?;
+    let mut applied = Vec::new();
+    for (name, sql) in MIGRATIONS {
+        let mut rows = conn
+            .query("SELECT 1 FROM schema_migrations WHERE name = ?1", params![*name])
+            .await
+            .map_err(unavailable)?;
+        if rows.next().await.map_err(unavailable)?.is_some() {
+            continue;
+        }
+        conn.execute_batch(sql).await.map_err(unavailable)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO schema_migrations (name, applied_at_ms) VALUES (?1, ?2)",
+            params![*name, now_ms()],
+        )
+        .await
+        .map_err(unavailable)?;
+        applied.push(*name);
+    }
+    Ok(applied)
+}
+
 impl EmbeddedStore {
     /// Opens (creating if needed) the store at `path` and applies migrations.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -113,49 +147,26 @@ impl EmbeddedStore {
         }
         let db = libsql::Builder::new_local(path).build().await.map_err(unavailable)?;
         let conn = db.connect().map_err(unavailable)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(unavailable)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
         // WAL lets the CLI read and write while `run` holds the file open.
         let mut rows = conn.query("PRAGMA journal_mode=WAL", ()).await.map_err(unavailable)?;
         while rows.next().await.map_err(unavailable)?.is_some() {}
         conn.execute("PRAGMA synchronous=NORMAL", ())
             .await
             .map_err(unavailable)?;
-        let store = EmbeddedStore {
+        apply_migrations(&conn).await?;
+        // The ledger's statements need the migrated tables.
+        let ledger = super::ledger::Ledger::open(&db, BUSY_TIMEOUT).await?;
+        Ok(EmbeddedStore {
             conn: Mutex::new(conn),
+            ledger,
             _db: db,
-        };
-        store.migrate().await?;
-        Ok(store)
+        })
     }
 
     /// Applies every migration not applied yet; returns the names applied now.
     pub async fn migrate(&self) -> Result<Vec<&'static str>, StoreError> {
-        let conn = self.conn.lock().await;
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
-            (),
-        )
-        .await
-        .map_err(unavailable)?;
-        let mut applied = Vec::new();
-        for (name, sql) in MIGRATIONS {
-            let mut rows = conn
-                .query("SELECT 1 FROM schema_migrations WHERE name = ?1", params![*name])
-                .await
-                .map_err(unavailable)?;
-            if rows.next().await.map_err(unavailable)?.is_some() {
-                continue;
-            }
-            conn.execute_batch(sql).await.map_err(unavailable)?;
-            conn.execute(
-                "INSERT OR IGNORE INTO schema_migrations (name, applied_at_ms) VALUES (?1, ?2)",
-                params![*name, now_ms()],
-            )
-            .await
-            .map_err(unavailable)?;
-            applied.push(*name);
-        }
-        Ok(applied)
+        apply_migrations(&*self.conn.lock().await).await
     }
 
     async fn query_all<T>(
@@ -416,71 +427,17 @@ impl IdempotencyStore for EmbeddedStore {
         correlation_id: &str,
         stale_after_ms: i64,
     ) -> Result<WebhookClaim, StoreError> {
-        let now = now_ms();
-        let conn = self.conn.lock().await;
-        let inserted = conn
-            .execute(
-                "INSERT OR IGNORE INTO webhook_dedup (tenant_id, webhook_id, job_id, correlation_id, state, created_at_ms) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
-                params![tenant_id, webhook_id, job_id, correlation_id, now],
-            )
+        self.ledger
+            .claim(tenant_id, webhook_id, job_id, correlation_id, stale_after_ms)
             .await
-            .map_err(unavailable)?;
-        if inserted > 0 {
-            return Ok(WebhookClaim::Proceed {
-                job_id: job_id.to_string(),
-                correlation_id: correlation_id.to_string(),
-            });
-        }
-        let mut rows = conn
-            .query("SELECT job_id, correlation_id, state, created_at_ms FROM webhook_dedup WHERE tenant_id = ?1 AND webhook_id = ?2", params![tenant_id, webhook_id])
-            .await
-            .map_err(unavailable)?;
-        let Some(row) = rows.next().await.map_err(unavailable)? else {
-            return Ok(WebhookClaim::InFlight);
-        };
-        let (first_job, first_corr, state, created) = (
-            row.get::<String>(0).map_err(corrupt)?,
-            row.get::<String>(1).map_err(corrupt)?,
-            row.get::<String>(2).map_err(corrupt)?,
-            row.get::<i64>(3).map_err(corrupt)?,
-        );
-        drop(rows);
-        if state == "accepted" {
-            return Ok(WebhookClaim::Accepted {
-                job_id: first_job,
-                correlation_id: first_corr,
-            });
-        }
-        if state == "released" || now - created > stale_after_ms {
-            let taken = conn
-                .execute(
-                    "UPDATE webhook_dedup SET state = 'pending', created_at_ms = ?3 WHERE tenant_id = ?1 AND webhook_id = ?2 AND state = ?4 AND created_at_ms = ?5",
-                    params![tenant_id, webhook_id, now, state, created],
-                )
-                .await
-                .map_err(unavailable)?;
-            if taken > 0 {
-                return Ok(WebhookClaim::Proceed {
-                    job_id: first_job,
-                    correlation_id: first_corr,
-                });
-            }
-        }
-        Ok(WebhookClaim::InFlight)
     }
 
     async fn confirm_webhook(&self, tenant_id: &str, webhook_id: &str) -> Result<(), StoreError> {
-        self.exec(
-            "UPDATE webhook_dedup SET state = 'accepted' WHERE tenant_id = ?1 AND webhook_id = ?2",
-            params![tenant_id, webhook_id],
-        )
-        .await?;
-        Ok(())
+        self.ledger.confirm(tenant_id, webhook_id).await
     }
 
     async fn release_webhook(&self, tenant_id: &str, webhook_id: &str) -> Result<(), StoreError> {
-        self.exec("UPDATE webhook_dedup SET state = 'released' WHERE tenant_id = ?1 AND webhook_id = ?2 AND state = 'pending'", params![tenant_id, webhook_id]).await?;
-        Ok(())
+        self.ledger.release(tenant_id, webhook_id).await
     }
 
     async fn claim_event(

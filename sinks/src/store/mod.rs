@@ -10,6 +10,7 @@
 
 mod cache;
 mod embedded;
+mod ledger;
 
 use std::collections::HashMap;
 
@@ -24,7 +25,7 @@ use crate::{RetryHint, Secret};
 pub use cache::TenantCache;
 pub use embedded::EmbeddedStore;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("tenant '{0}' already exists")]
     TenantExists(String),
