@@ -26,14 +26,71 @@ const SIMILAR_LIMIT: usize = 3;
 const SIMILAR_MIN: f64 = 0.25;
 const HISTORY_SCAN: u32 = 500;
 const KB_LIMIT: usize = 3;
+/// How long one read of a tenant's recent history serves the similar-ticket
+/// search. Without it every job read and tokenised the tenant's last
+/// [`HISTORY_SCAN`] rows: at a few hundred jobs/s that was most of the
+/// store's time (and its lock), which bounded the whole pipeline.
+const RECENT_TTL: Duration = Duration::from_secs(1);
+
+/// A past ticket as the similar-ticket search compares it.
+struct PastTicket {
+    ticket_id: String,
+    subject: Option<String>,
+    summary: Option<String>,
+    status: &'static str,
+    tokens: std::collections::HashSet<String>,
+}
+
+/// One tenant's recent tickets, read at `read_at`.
+struct Recent {
+    read_at: Instant,
+    tickets: Arc<Vec<PastTicket>>,
+}
+
+/// Recent history per tenant, each read at most once per [`RECENT_TTL`]:
+/// the first job to find it stale reads it, the others wait for that read.
+#[derive(Default)]
+struct RecentHistory {
+    tenants: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<Option<Recent>>>>>,
+}
+
+impl RecentHistory {
+    async fn get(
+        &self,
+        tenant_id: &str,
+        load: impl Future<Output = Result<Vec<PastTicket>, sinks::store::StoreError>>,
+    ) -> Result<Arc<Vec<PastTicket>>, sinks::store::StoreError> {
+        let slot = self
+            .tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(tenant_id.to_string())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(recent) = slot.as_ref().filter(|r| r.read_at.elapsed() < RECENT_TTL) {
+            return Ok(recent.tickets.clone());
+        }
+        let tickets = Arc::new(load.await?);
+        *slot = Some(Recent {
+            read_at: Instant::now(),
+            tickets: tickets.clone(),
+        });
+        Ok(tickets)
+    }
+}
 
 pub struct ContextStage {
     services: Arc<Services>,
+    recent: RecentHistory,
 }
 
 impl ContextStage {
     pub fn new(services: Arc<Services>) -> Self {
-        ContextStage { services }
+        ContextStage {
+            services,
+            recent: RecentHistory::default(),
+        }
     }
 }
 
@@ -97,29 +154,36 @@ impl ContextStage {
         if mine.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = self
-            .services
-            .tenants
-            .store()
-            .recent_history(tenant_id, HISTORY_SCAN)
-            .await?;
-        let mut scored: Vec<SimilarTicket> = rows
-            .into_iter()
-            .filter(|r| {
-                r.ticket_id != ticket_id && matches!(r.status, HistoryStatus::Success | HistoryStatus::Fallback)
-            })
-            .filter_map(|r| {
-                let theirs = tokens(&format!(
-                    "{} {}",
-                    r.subject.as_deref().unwrap_or(""),
-                    r.description.as_deref().unwrap_or("")
-                ));
-                let s = similarity(&mine, &theirs);
-                (s >= SIMILAR_MIN).then(|| SimilarTicket {
+        let store = self.services.tenants.store();
+        let load = async {
+            let rows = store.recent_history(tenant_id, HISTORY_SCAN).await?;
+            Ok(rows
+                .into_iter()
+                .filter(|r| matches!(r.status, HistoryStatus::Success | HistoryStatus::Fallback))
+                .map(|r| PastTicket {
+                    tokens: tokens(&format!(
+                        "{} {}",
+                        r.subject.as_deref().unwrap_or(""),
+                        r.description.as_deref().unwrap_or("")
+                    )),
                     ticket_id: r.ticket_id,
                     subject: r.subject,
                     summary: r.note_text.map(|n| n.chars().take(400).collect()),
-                    status: r.status.as_str().to_string(),
+                    status: r.status.as_str(),
+                })
+                .collect())
+        };
+        let past = self.recent.get(tenant_id, load).await?;
+        let mut scored: Vec<SimilarTicket> = past
+            .iter()
+            .filter(|r| r.ticket_id != ticket_id)
+            .filter_map(|r| {
+                let s = similarity(&mine, &r.tokens);
+                (s >= SIMILAR_MIN).then(|| SimilarTicket {
+                    ticket_id: r.ticket_id.clone(),
+                    subject: r.subject.clone(),
+                    summary: r.summary.clone(),
+                    status: r.status.to_string(),
                     similarity: (s * 1000.0).round() / 1000.0,
                 })
             })
@@ -272,5 +336,50 @@ impl Stage for ContextStage {
         };
         gathered.timings.insert("context".to_string(), elapsed_ms(started));
         Ok(StageOutput::Forward(encode(&gathered)?))
+    }
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn past(id: &str) -> PastTicket {
+        PastTicket {
+            ticket_id: id.into(),
+            subject: None,
+            summary: None,
+            status: "success",
+            tokens: Default::default(),
+        }
+    }
+
+    /// Concurrent jobs of one tenant share one read; another tenant gets its
+    /// own; a read older than the TTL is read again.
+    #[tokio::test]
+    async fn recent_history_is_read_once_per_tenant_per_ttl() {
+        let recent = Arc::new(RecentHistory::default());
+        let reads = Arc::new(AtomicUsize::new(0));
+        let get = |tenant: &'static str| {
+            let (recent, reads) = (recent.clone(), reads.clone());
+            async move {
+                recent
+                    .get(tenant, async move {
+                        reads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(vec![past(tenant)])
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        let all = futures::future::join_all((0..20).map(|_| get("a"))).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "20 concurrent jobs, one read");
+        assert!(all.iter().all(|t| t[0].ticket_id == "a"));
+        assert_eq!(get("b").await[0].ticket_id, "b", "tenant b never sees a's tickets");
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        tokio::time::sleep(RECENT_TTL + Duration::from_millis(10)).await;
+        get("a").await;
+        assert_eq!(reads.load(Ordering::SeqCst), 3, "stale after the TTL");
     }
 }

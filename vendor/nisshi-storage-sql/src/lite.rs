@@ -80,7 +80,7 @@ use std::{
     env,
     fmt::Debug,
     marker::PhantomData,
-    ops::Deref,
+    ops::{Deref, DerefMut},
     path::PathBuf,
     result,
     str::FromStr,
@@ -251,8 +251,55 @@ pub(crate) struct PoolConnection {
     // which hand out no rows that could outlive a reuse), prepared once per
     // connection instead of on every call. Declared before `connection` so
     // that the statements are finalized before the connection closes.
-    statements: Mutex<BTreeMap<&'static str, Vec<Statement>>>,
+    statements: Arc<Mutex<BTreeMap<&'static str, Vec<Statement>>>>,
     connection: Connection,
+}
+
+/// Ticketflow patch: hands a cached statement back to its connection's
+/// cache when dropped (after the rows or row it guards).
+struct StatementGuard {
+    cache: Arc<Mutex<BTreeMap<&'static str, Vec<Statement>>>>,
+    entry: Option<(&'static str, Statement)>,
+}
+
+impl Drop for StatementGuard {
+    fn drop(&mut self) {
+        if let Some((key, statement)) = self.entry.take() {
+            statement.reset();
+
+            if let Ok(mut statements) = self.cache.lock() {
+                statements.entry(key).or_default().push(statement);
+            }
+        }
+    }
+}
+
+/// Ticketflow patch: rows (or a row) read from a cached statement. The
+/// statement goes back to the cache only after `value` is dropped, so it is
+/// never reset while something can still read from it.
+pub(crate) struct Cached<T> {
+    value: T,
+    _guard: StatementGuard,
+}
+
+impl<T> Deref for Cached<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> DerefMut for Cached<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+}
+
+impl<T: Debug> Debug for Cached<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.value.fmt(f)
+    }
 }
 
 impl Debug for PoolConnection {
@@ -330,7 +377,7 @@ impl PoolConnection {
         Self::init(&connection).await?;
 
         Ok(Self {
-            statements: Mutex::new(BTreeMap::new()),
+            statements: Arc::new(Mutex::new(BTreeMap::new())),
             connection,
         })
     }
@@ -356,6 +403,14 @@ impl PoolConnection {
         }
     }
 
+    /// Ticketflow patch: a guard that hands `statement` back when dropped.
+    fn guard(&self, key: &'static str, statement: Statement) -> StatementGuard {
+        StatementGuard {
+            cache: self.statements.clone(),
+            entry: Some((key, statement)),
+        }
+    }
+
     /// Ticketflow patch: resets `statement` (its bindings are overwritten
     /// by the next use) and keeps it for the next call with `key`.
     fn give_back(&self, key: &'static str, statement: Statement) {
@@ -364,16 +419,6 @@ impl PoolConnection {
         if let Ok(mut statements) = self.statements.lock() {
             statements.entry(key).or_default().push(statement);
         }
-    }
-
-    #[instrument(skip(self))]
-    async fn prepared_statement(&self, key: &str) -> Result<Statement, libsql::Error> {
-        let sql = SQL
-            .0
-            .get(key)
-            .ok_or(libsql::Error::Misuse(format!("Unknown cache key: {}", key)))?;
-
-        self.connection.prepare(sql).await
     }
 
     fn attributes_for_error(&self, key: Option<&str>, error: &libsql::Error) -> Vec<KeyValue> {
@@ -423,7 +468,7 @@ impl PoolConnection {
     }
 
     #[instrument(skip_all)]
-    async fn query<P>(&self, sql: &str, params: P) -> result::Result<Rows, libsql::Error>
+    async fn query<P>(&self, sql: &str, params: P) -> result::Result<Cached<Rows>, libsql::Error>
     where
         P: IntoParams,
     {
@@ -432,11 +477,16 @@ impl PoolConnection {
 
         let start = SystemTime::now();
 
-        let statement = self.prepared_statement(sql).await?;
+        let (key, statement) = self.cached_statement(sql).await?;
 
-        statement
-            .query(params)
-            .await
+        // A statement that failed is finalized rather than kept.
+        let rows = statement.query(params).await;
+        let rows = rows.map(|value| Cached {
+            value,
+            _guard: self.guard(key, statement),
+        });
+
+        rows
             .inspect(|rows| {
                 debug!(?rows);
 
@@ -488,7 +538,7 @@ impl PoolConnection {
     }
 
     #[instrument(skip_all)]
-    async fn query_opt<P>(&self, sql: &str, params: P) -> result::Result<Option<Row>, libsql::Error>
+    async fn query_opt<P>(&self, sql: &str, params: P) -> result::Result<Option<Cached<Row>>, libsql::Error>
     where
         P: IntoParams,
     {
@@ -497,7 +547,7 @@ impl PoolConnection {
 
         let start = SystemTime::now();
 
-        let statement = self.prepared_statement(sql).await?;
+        let (key, statement) = self.cached_statement(sql).await?;
 
         let mut rows = statement.query(params).await.inspect_err(|err| {
             error!(?err, elapsed_millis = elapsed_millis(start));
@@ -509,6 +559,20 @@ impl PoolConnection {
             SQL_ERROR.add(1, &self.attributes_for_error(Some(sql), err)[..]);
         })?;
 
+        // The row reads from the statement: it goes back to the cache when
+        // the row is dropped (or now, when there is none).
+        drop(rows);
+        let row = match row {
+            Some(value) => Some(Cached {
+                value,
+                _guard: self.guard(key, statement),
+            }),
+            None => {
+                self.give_back(key, statement);
+                None
+            }
+        };
+
         let attributes = [KeyValue::new("sql", sql.to_owned())];
 
         SQL_DURATION.record(elapsed_millis(start), &attributes);
@@ -518,7 +582,7 @@ impl PoolConnection {
     }
 
     #[instrument(skip_all)]
-    async fn query_one<P>(&self, sql: &str, params: P) -> result::Result<Row, libsql::Error>
+    async fn query_one<P>(&self, sql: &str, params: P) -> result::Result<Cached<Row>, libsql::Error>
     where
         P: IntoParams,
     {
@@ -527,7 +591,7 @@ impl PoolConnection {
 
         let start = SystemTime::now();
 
-        let statement = self.prepared_statement(sql).await?;
+        let (key, statement) = self.cached_statement(sql).await?;
 
         let mut rows = statement
             .query(params)
@@ -561,7 +625,15 @@ impl PoolConnection {
 
             SQL_REQUESTS.add(1, &attributes);
 
-            Ok(row).inspect(|row| debug!(?row))
+            debug!(?row);
+
+            // The row reads from the statement: back to the cache once the
+            // row is dropped.
+            drop(rows);
+            Ok(Cached {
+                value: row,
+                _guard: self.guard(key, statement),
+            })
         } else {
             Err(libsql::Error::Misuse(format!("sql={sql}")))
         }
@@ -4470,7 +4542,7 @@ impl Storage for Delegate {
         .map_err(Error::from)
         .inspect_err(|err| error!(?err, group_id))?
         .as_ref()
-        .map(group_detail_with_version)
+        .map(|row| group_detail_with_version(&row))
         .transpose()
         .inspect_err(|err| error!(?err, group_id, "the stored group can't be decoded"))
         .inspect(|_| {
