@@ -83,7 +83,7 @@ struct Args {
     #[arg(long, default_value_t = 6)]
     partitions: i32,
     /// In-flight bound of the synthesize stage.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 1024)]
     synthesize_in_flight: usize,
     /// Also measure the raw limits (rdkafka produce, trivial axum) and closed-loop ingest.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -1014,35 +1014,60 @@ async fn backlog(args: &Args) -> anyhow::Result<()> {
     let stages: Vec<String> = topology::dataflow::STAGES.iter().map(|s| s.to_string()).collect();
     let running = topology::app::start(&Config::from_map(&vars)?, &stages).await?;
     let started = Instant::now();
-    let (mut peak, mut samples) = (before, Vec::new());
-    while started.elapsed() < args.settle {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss = rss_bytes().unwrap_or(0);
-        peak = peak.max(rss);
-        let lag = total_lag(&rig).await;
-        samples.push(json!({"t": started.elapsed().as_secs_f64(), "rss_mib": rss as f64 / 1048576.0, "lag": lag}));
-    }
-    let notes = rig.sdp.note_count();
+    // RSS and lag sampled every second while the accounting waits for every
+    // queued job's note (or the --settle deadline).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (rig, stop) = (rig.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut peak, mut samples) = (before, Vec::new());
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let rss = rss_bytes().unwrap_or(0);
+                peak = peak.max(rss);
+                let lag = total_lag(&rig).await;
+                samples.push(json!({"t": started.elapsed().as_secs_f64(), "rss_mib": rss as f64 / 1048576.0, "lag": lag}));
+                if samples.len() % 30 == 0 {
+                    println!("  {:.0} s: lag {lag:?}, RSS {:.0} MiB", started.elapsed().as_secs_f64(), rss as f64 / 1048576.0);
+                }
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return (peak, samples);
+                }
+            }
+        })
+    };
+    let (accounting, e2e, _, _) = account(&rig, &m, args.settle).await?;
+    let drained_s = started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (peak, samples) = sampler.await?;
+    let notes = accounting["notes"].as_u64().unwrap_or(0);
+    let balanced = accounting["balanced"].as_bool().unwrap_or(false);
     let mib = |b: u64| b as f64 / 1048576.0;
     println!(
-        "stages ran {:.0} s on the backlog: {notes} notes posted; process RSS {:.0} MiB before the stages, peak {:.0} MiB: the stages added {:.0} MiB",
-        started.elapsed().as_secs_f64(),
+        "stages worked {drained_s:.0} s on the backlog: {notes} notes for {queued} queued ({:.1} jobs/s); process RSS {:.0} MiB before the stages, peak {:.0} MiB: the stages added {:.0} MiB",
+        notes as f64 / drained_s.max(0.001),
         mib(before),
         mib(peak),
         mib(peak.saturating_sub(before))
     );
+    println!("accounting: {accounting}");
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(
         args.out.join("report.json"),
         serde_json::to_string_pretty(
             &json!({"scenario": "backlog", "args": args.for_report(), "queued": queued,
-            "ingest_latency": lat, "ingest_errors": errors, "notes_posted": notes,
+            "ingest_latency": lat, "ingest_errors": errors, "accounting": accounting,
+            "drain_seconds": drained_s, "jobs_per_sec": notes as f64 / drained_s.max(0.001),
+            "e2e_latency": report::summary(&e2e),
             "rss_before_stages_mib": mib(before), "rss_peak_mib": mib(peak),
             "stages_added_mib": mib(peak.saturating_sub(before)), "samples": samples}),
         )?,
     )?;
     running.stop().await;
     stop_rig(rig).await;
+    if !balanced {
+        bail!("accounting does not balance: see report.json");
+    }
     Ok(())
 }
 

@@ -105,7 +105,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// slow external calls (LLM), moderate where a rate-limited API is called.
 pub fn default_max_in_flight(stage: &str) -> usize {
     match stage {
-        "synthesize" => 256,
+        "synthesize" => 1024,
         "context" => 128,
         "update" => 32,
         _ => 64,
