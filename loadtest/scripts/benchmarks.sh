@@ -18,7 +18,7 @@ want() { [ -z "$WANT" ] || [[ " $WANT " == *" $1 "* ]]; }
 # Highest ingest rate held with p99 < 50 ms, and the raw limits beside it.
 if want ingest-max; then run ingest-max --scenario ingest --find-max --ramp-from 500 --rate 20000 --duration 10s --warmup 2s; fi
 # Ingest alone at fixed rates (the README's held rate and its neighbours).
-for r in 1200 2000 3000 4500; do
+for r in 1200 2000 3000 4500 5500; do
   if want ingest-$r; then run ingest-$r --scenario ingest --rate $r --duration 10s --warmup 2s --baselines false; fi
 done
 # Stage runtime: 2,000 jobs over 2,000 tickets, every topic 1 partition, LLM 2 s per call.
@@ -26,6 +26,8 @@ if want pipeline-1p; then run pipeline-1p --scenario pipeline --partitions 1 --r
 # Sustained pipeline with the default settings and a 2 s LLM: a rate it
 # keeps up with (end-to-end p95), and one above its capacity.
 if want pipeline-30; then run pipeline-30 --scenario pipeline --rate 30 --duration 60s --llm-latency 2s --baselines false --settle 300s; fi
+# The pipeline goal's rate with a 2 s LLM (defaults: synthesize in-flight 1024).
+if want pipeline-300; then run pipeline-300 --scenario pipeline --rate 300 --duration 20s --warmup 0s --llm-latency 2s --baselines false --settle 240s; fi
 if want pipeline; then run pipeline --scenario pipeline --rate 100 --duration 60s --llm-latency 2s --settle 300s; fi
 # Scenarios: loss and duplicates must be zero in each.
 if want sdp-throttle; then run sdp-throttle --scenario sdp-throttle --rate 20 --duration 60s --llm-latency 500ms --baselines false --settle 300s; fi
@@ -33,6 +35,7 @@ if want llm-outage; then run llm-outage --scenario llm-outage --rate 50 --durati
 if want broker-restart; then run broker-restart --scenario broker-restart --rate 50 --duration 30s --llm-latency 500ms --broker-down 5s --broker-stop term --baselines false --settle 300s; fi
 if want broker-restart-kill; then run broker-restart-kill --scenario broker-restart --rate 50 --duration 30s --llm-latency 500ms --broker-down 5s --broker-stop kill --baselines false --settle 120s; fi
 if want burst; then run burst --scenario burst --rate 30 --duration 30s --llm-latency 2s --baselines false --settle 300s; fi
-# Memory under a deep backlog (`--scenario backlog`: queue with ingest
-# alone, then start the stages and report the RSS they add) is not run here:
-# not yet re-measured on the nisshi broker (README).
+# 102,000 webhooks queued with ingest alone (3,000/s for 34 s), then the five
+# stages start on the backlog: every job's note awaited, accounting checked
+# (fails on a loss or duplicate), RSS the stages add reported.
+if want backlog; then run backlog --scenario backlog --rate 3000 --duration 34s --warmup 0s --llm-latency 10ms --baselines false --settle 900s; fi
