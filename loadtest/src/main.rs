@@ -1026,9 +1026,14 @@ async fn backlog(args: &Args) -> anyhow::Result<()> {
                 let rss = rss_bytes().unwrap_or(0);
                 peak = peak.max(rss);
                 let lag = total_lag(&rig).await;
-                samples.push(json!({"t": started.elapsed().as_secs_f64(), "rss_mib": rss as f64 / 1048576.0, "lag": lag}));
+                samples
+                    .push(json!({"t": started.elapsed().as_secs_f64(), "rss_mib": rss as f64 / 1048576.0, "lag": lag}));
                 if samples.len() % 30 == 0 {
-                    println!("  {:.0} s: lag {lag:?}, RSS {:.0} MiB", started.elapsed().as_secs_f64(), rss as f64 / 1048576.0);
+                    println!(
+                        "  {:.0} s: lag {lag:?}, RSS {:.0} MiB",
+                        started.elapsed().as_secs_f64(),
+                        rss as f64 / 1048576.0
+                    );
                 }
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     return (peak, samples);
