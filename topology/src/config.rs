@@ -101,13 +101,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     })
 }
 
-/// Default in-flight bound per stage: high where the work is waiting on
-/// slow external calls (LLM), moderate where a rate-limited API is called.
+/// Default in-flight bound per stage. Every record waits for the broker's
+/// acknowledgement of its output, so a stage's rate is at most its bound
+/// over (work + acknowledgement): the acknowledgement alone took a few
+/// hundred milliseconds on a loaded 2-core machine, which held validate at
+/// 64 to ~150 records/s. Synthesize waits on the LLM (bound / LLM latency
+/// is the pipeline's ceiling); update calls each tenant's rate-limited SDP.
 pub fn default_max_in_flight(stage: &str) -> usize {
     match stage {
         "synthesize" => 1024,
-        "context" => 128,
-        "update" => 32,
+        "validate" => 512,
+        "context" | "record" => 256,
+        "update" => 128,
         _ => 64,
     }
 }
