@@ -21,12 +21,18 @@ if want ingest-max; then run ingest-max --scenario ingest --find-max --ramp-from
 for r in 1200 2000 3000 4500 5500; do
   if want ingest-$r; then run ingest-$r --scenario ingest --rate $r --duration 10s --warmup 2s --baselines false; fi
 done
+# Soak: 1,000,000 webhooks through ingest at a steady 3,000/s (plus a 2 s
+# warm-up), the broker alive throughout; ingest latency per 100,000 and the
+# webhooks topic's record count against the 202s.
+if want soak; then run soak --scenario ingest --rate 3000 --duration 334s --warmup 2s --max-requests 1010000 --baselines false; fi
 # Stage runtime: 2,000 jobs over 2,000 tickets, every topic 1 partition, LLM 2 s per call.
 if want pipeline-1p; then run pipeline-1p --scenario pipeline --partitions 1 --rate 1000 --duration 2s --warmup 0s --llm-latency 2s --baselines false --settle 300s; fi
 # Sustained pipeline with the default settings and a 2 s LLM: a rate it
 # keeps up with (end-to-end p95), and one above its capacity.
 if want pipeline-30; then run pipeline-30 --scenario pipeline --rate 30 --duration 60s --llm-latency 2s --baselines false --settle 300s; fi
 # The pipeline goal's rate with a 2 s LLM (defaults: synthesize in-flight 1024).
+# 70 % of it: the end-to-end latency a sustained rate sees.
+if want pipeline-210; then run pipeline-210 --scenario pipeline --rate 210 --duration 30s --warmup 0s --llm-latency 2s --baselines false --settle 240s; fi
 if want pipeline-300; then run pipeline-300 --scenario pipeline --rate 300 --duration 20s --warmup 0s --llm-latency 2s --baselines false --settle 240s; fi
 if want pipeline; then run pipeline --scenario pipeline --rate 100 --duration 60s --llm-latency 2s --settle 300s; fi
 # Scenarios: loss and duplicates must be zero in each.

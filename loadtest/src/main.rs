@@ -705,6 +705,31 @@ async fn drive(rig: &Arc<Rig>, args: &Args, profile: Profile, sample_lag: bool) 
 }
 
 /// Ingest latency and rate over the measured part of a run.
+/// Webhooks per block of a soak's per-block latency report.
+const SOAK_BLOCK: usize = 100_000;
+
+/// Latency and errors per `block` webhooks after the warm-up, in send order.
+fn per_block(samples: &[generator::Sample], warmup: usize, block: usize) -> Vec<Value> {
+    let measured: Vec<&generator::Sample> = samples.iter().filter(|s| s.index >= warmup).collect();
+    measured
+        .chunks(block)
+        .map(|chunk| {
+            let mut h = generator::histogram();
+            let mut errors = 0u64;
+            for s in chunk {
+                match s.outcome {
+                    Outcome::Accepted { .. } => {
+                        let _ = h.record(s.latency.as_micros().max(1) as u64);
+                    }
+                    Outcome::Error { .. } => errors += 1,
+                }
+            }
+            let (first, last) = (chunk[0].index - warmup, chunk[chunk.len() - 1].index - warmup);
+            json!({"from": first, "to": last + 1, "latency": report::summary(&h), "errors": errors})
+        })
+        .collect()
+}
+
 fn ingest_stats(m: &Measured, args: &Args) -> (Value, BTreeMap<String, u64>, Vec<report::Second>, usize) {
     let mut h = generator::histogram();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -1163,6 +1188,18 @@ async fn scenario(args: &Args) -> anyhow::Result<()> {
     println!("ingest: target {target_rate:.1}/s achieved {achieved:.1}/s · latency from intended send: p50 {} p90 {} p99 {} p99.9 {} max {} ms · errors: {}", lat["p50_ms"], lat["p90_ms"], lat["p99_ms"], lat["p999_ms"], lat["max_ms"], report::classes(&errors));
 
     let mut out = json!({"scenario": args.scenario, "target": if rig.local.is_some() { "in-process" } else { rig.base.as_str() }, "args": args.for_report(), "send_wall_seconds": m.result.wall.as_secs_f64(), "ingest": {"target_rate": target_rate, "achieved_rate": achieved, "latency": lat, "errors": errors, "warmup_excluded": m.warmup_count}});
+    // A soak (more than one block sent): latency per block of webhooks, in
+    // send order, to show whether it drifts over the run.
+    let blocks = per_block(&m.result.samples, m.warmup_count, SOAK_BLOCK);
+    if blocks.len() > 1 {
+        for b in &blocks {
+            println!(
+                "  webhooks {}..{}: p50 {} p99 {} max {} ms · errors {}",
+                b["from"], b["to"], b["latency"]["p50_ms"], b["latency"]["p99_ms"], b["latency"]["max_ms"], b["errors"]
+            );
+        }
+        out["ingest"]["per_block"] = json!(blocks);
+    }
     let total_accepted = m
         .result
         .samples
@@ -1363,4 +1400,45 @@ fn main() -> anyhow::Result<()> {
     // Whatever is left (librdkafka closing) gets a bound, not a hang.
     rt.shutdown_timeout(Duration::from_secs(5));
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn soak_blocks_cover_the_measured_webhooks_in_send_order() {
+        // 2 warm-up webhooks, then 25 measured: blocks of 10, 10 and 5; the
+        // slow one is in the second block, the error in the third.
+        let samples: Vec<generator::Sample> = (0..27)
+            .map(|i| generator::Sample {
+                index: i,
+                intended: Duration::from_millis(i as u64),
+                latency: Duration::from_millis(if i == 15 { 900 } else { 5 }),
+                outcome: if i == 25 {
+                    Outcome::Error {
+                        class: "http_503".into(),
+                    }
+                } else {
+                    Outcome::Accepted {
+                        job_id: format!("j{i}"),
+                    }
+                },
+            })
+            .collect();
+        let blocks = per_block(&samples, 2, 10);
+        assert_eq!(blocks.len(), 3);
+        assert_eq!(
+            (blocks[0]["from"].as_u64(), blocks[0]["to"].as_u64()),
+            (Some(0), Some(10))
+        );
+        assert_eq!(
+            (blocks[2]["from"].as_u64(), blocks[2]["to"].as_u64()),
+            (Some(20), Some(25))
+        );
+        assert!(blocks[0]["latency"]["max_ms"].as_f64().unwrap() < 10.0);
+        assert!(blocks[1]["latency"]["max_ms"].as_f64().unwrap() >= 899.0);
+        assert_eq!(blocks[2]["errors"], 1);
+        assert_eq!(blocks[2]["latency"]["count"], 4);
+    }
 }
