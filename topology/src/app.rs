@@ -140,6 +140,34 @@ pub async fn start_embedded_broker(config: &Config) -> anyhow::Result<EmbeddedBr
         .map_err(anyhow::Error::msg)
 }
 
+/// How often freed memory is handed back to the operating system.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// glibc's allocator keeps what the broker's, the stages' and the runtime's
+/// threads free in per-thread arenas instead of returning it: after a
+/// 100,000-ticket backlog the process kept hundreds of MiB it no longer
+/// used. `malloc_trim` returns the free pages of every arena; it runs off
+/// the runtime's workers every [`TRIM_EVERY`] while the process runs. (A
+/// cap on arenas, `MALLOC_ARENA_MAX=2`, held memory lower too but drained
+/// the backlog at less than half the rate; mimalloc held more.)
+fn trim_freed_memory(token: CancellationToken) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(TRIM_EVERY) => {}
+            }
+            // SAFETY: malloc_trim only releases free memory of the
+            // allocator's own arenas; it is safe to call at any time from
+            // any thread.
+            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+        }
+    });
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    drop(token);
+}
+
 /// Runs a stage's loop in its own task and records its death in `health`
 /// when it ends (returned, failed to start, or panicked) while `token` is
 /// not cancelled.
@@ -297,6 +325,7 @@ pub async fn start(config: &Config, components: &[String]) -> anyhow::Result<Run
             }
         });
     }
+    trim_freed_memory(background.clone());
     let (fatal_tx, fatal) = tokio::sync::watch::channel(None);
     Watchdog::spawn(
         health.clone(),

@@ -182,6 +182,38 @@ impl SdpSimulator {
         self.with(|i| i.recorded.clone())
     }
 
+    /// The notes received after the first `start`, in order: a waiter
+    /// that polls reads each note once instead of copying them all.
+    pub fn notes_from(&self, start: usize) -> Vec<RecordedNote> {
+        self.with(|i| {
+            i.recorded
+                .get(start..)
+                .map(<[RecordedNote]>::to_vec)
+                .unwrap_or_default()
+        })
+    }
+
+    /// Bytes of note text the simulator holds (each note is kept twice: as
+    /// the portal's note and in the record of received notes), so a memory
+    /// measurement of a process hosting it can tell its share.
+    pub fn note_bytes_held(&self) -> usize {
+        self.with(|i| i.recorded.iter().map(|n| 2 * n.description.len()).sum())
+    }
+
+    /// Drops every note, request and call record the simulator keeps (the
+    /// portals and their settings stay), so a memory measurement of the
+    /// process hosting it can see what the simulator held.
+    pub fn forget_traffic(&self) {
+        self.with(|i| {
+            i.recorded = Vec::new();
+            i.call_log = Vec::new();
+            for p in i.portals.values_mut() {
+                p.requests = HashMap::new();
+                p.notes = HashMap::new();
+            }
+        });
+    }
+
     pub fn note_count(&self) -> usize {
         self.with(|i| i.recorded.len())
     }
