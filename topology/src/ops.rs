@@ -184,7 +184,7 @@ impl KafkaOps {
             for stage in STAGES {
                 let group = dataflow.group(stage);
                 let wiring = dataflow.wiring(stage, 1, Duration::ZERO);
-                let c = factory.reader(Some(&group)).map_err(|e| e.to_string())?;
+                let c = factory.peeker(Some(&group)).map_err(|e| e.to_string())?;
                 let mut total = 0i64;
                 let mut oldest_age: Option<f64> = None;
                 let mut parts = Vec::new();
