@@ -3344,9 +3344,6 @@ impl Storage for Delegate {
 
             // (offset, key, value) of the next header not yet attached
             let mut pending: Option<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> = None;
-            // Set once the header query is exhausted: stepping a finished
-            // statement again would reset it and run the query again.
-            let mut headers_done = false;
 
             let mut batch_builder: Option<inflated::Builder> = None;
 
@@ -3396,7 +3393,7 @@ impl Storage for Delegate {
                     .key(record.key)
                     .value(record.value);
 
-                while !headers_done || pending.is_some() {
+                loop {
                     if pending.is_none() {
                         pending = match headers.next().await? {
                             Some(header) => Some((
@@ -3408,10 +3405,7 @@ impl Storage for Delegate {
                                     .get::<Option<Vec<u8>>>(2)
                                     .inspect_err(|err| error!(?err))?,
                             )),
-                            None => {
-                                headers_done = true;
-                                break;
-                            }
+                            None => break,
                         };
                     }
 
@@ -4666,9 +4660,6 @@ impl Storage for Delegate {
         producer_id: Option<i64>,
         producer_epoch: Option<i16>,
     ) -> Result<ProducerIdResponse> {
-        // Ticketflow patch: ending an earlier transaction here writes markers
-        // and transaction state: cached watermarks go when this ends.
-        let _clear = watermarks::ClearOnDrop(&self.watermarks);
         let start = SystemTime::now();
 
         debug!(

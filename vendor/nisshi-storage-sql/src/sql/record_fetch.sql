@@ -79,5 +79,4 @@ from limited)
 select offset_id, attributes, timestamp, k, v, bytes, producer_id, producer_epoch
 from sized
 where bytes < $5
-or ordinal = 1
-order by offset_id;
+or ordinal = 1;
