@@ -380,13 +380,17 @@ impl KafkaFactory {
 
     /// A consumer without a group, for reading topics by offset (lag, DLQ, replay).
     pub fn reader(&self, group: Option<&str>) -> Result<BaseConsumer, rdkafka::error::KafkaError> {
+        self.reader_config(group).create()
+    }
+
+    fn reader_config(&self, group: Option<&str>) -> ClientConfig {
         let mut c = self.base();
         c.set("group.id", group.unwrap_or("ticketflow.reader"))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest");
-        c.create()
+        c
     }
 
     /// A reader for looking at one record per partition (the lag report's
@@ -397,15 +401,10 @@ impl KafkaFactory {
     /// for seconds at every 15 s lag refresh once the webhooks topic held a
     /// few hundred thousand records nobody had consumed.
     pub fn peeker(&self, group: Option<&str>) -> Result<BaseConsumer, rdkafka::error::KafkaError> {
-        let mut c = self.base();
-        c.set("group.id", group.unwrap_or("ticketflow.reader"))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest")
+        self.reader_config(group)
             .set("max.partition.fetch.bytes", "1")
-            .set("queued.min.messages", "1");
-        c.create()
+            .set("queued.min.messages", "1")
+            .create()
     }
 
     pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>, rdkafka::error::KafkaError> {
