@@ -13,12 +13,15 @@ pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
 /// little-endian bytes that follow the marker.
 pub type Fingerprint = [u8; 8];
 
-/// A Rust type with an Avro schema of its own in `schemas/avro`.
+/// A Rust type with Avro schemas of its own in `schemas/avro/<record>/`.
 pub trait Record: Serialize + DeserializeOwned {
     /// Full name of the Avro record (`io.ticketflow.WebhookReceived`).
     const NAME: &'static str;
-    /// The schema's JSON text, the reader schema for this type.
-    const SCHEMA: &'static str;
+    /// Every released schema's JSON text, oldest first (`v1.avsc`, ...).
+    const VERSIONS: &'static [&'static str];
+    /// The newest schema's JSON text: the reader schema for this type and
+    /// the writer schema of everything this build encodes.
+    const SCHEMA: &'static str = Self::VERSIONS[Self::VERSIONS.len() - 1];
 }
 
 /// Why bytes could not become a record (or the reverse). Every variant is
@@ -53,7 +56,9 @@ pub struct Codec {
 }
 
 impl Codec {
-    /// The codec with every schema of `schemas/avro` registered.
+    /// The codec with every schema of `schemas/avro` registered: each
+    /// record's newest version as its reader schema, every older version as
+    /// a writer schema, so records written by earlier releases still decode.
     pub fn builtin() -> &'static Codec {
         static CODEC: OnceLock<Codec> = OnceLock::new();
         CODEC.get_or_init(Codec::with_builtin_schemas)
@@ -66,9 +71,18 @@ impl Codec {
             by_fingerprint: HashMap::new(),
             by_name: HashMap::new(),
         };
-        for (_, text) in crate::records::SCHEMA_FILES {
+        for record in crate::records::SCHEMA_FILES {
+            let (current, older) = record
+                .versions
+                .split_last()
+                .expect("every record has at least one schema version");
+            for text in older {
+                codec
+                    .register_writer(text)
+                    .expect("schemas/avro holds valid schemas (checked by tests)");
+            }
             codec
-                .register_reader(text)
+                .register_reader(current)
                 .expect("schemas/avro holds valid schemas (checked by tests)");
         }
         codec

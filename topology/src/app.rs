@@ -13,7 +13,7 @@ use processors::Stage;
 use sinks::breaker::CircuitBreaker;
 use sinks::llm::LlmClient;
 use sinks::servicedesk::{SdpClient, SdpGuards};
-use sinks::store::{EmbeddedStore, Store, TenantCache};
+use sinks::store::{EmbeddedStore, ScyllaStore, Store, TenantCache};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -57,13 +57,36 @@ pub fn dataflow(config: &Config) -> Dataflow {
 
 /// Opens the store named by the configuration.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    if let Some(nodes) = &config.scylla_nodes {
-        bail!("SCYLLA_NODES={nodes} is set, but this build has only the embedded store (ScyllaDB support is a later issue); unset SCYLLA_NODES");
+    if let Some(scylla) = &config.scylla {
+        let store = ScyllaStore::connect(scylla, config.store_options.clone())
+            .await
+            .with_context(|| format!("opening ScyllaDB store at {}", scylla.nodes.join(",")))?;
+        return Ok(Arc::new(store));
     }
-    let store = EmbeddedStore::open(&config.store_path())
+    let store = EmbeddedStore::open_with(&config.store_path(), config.store_options.clone())
         .await
         .with_context(|| format!("opening store {}", config.store_path().display()))?;
     Ok(Arc::new(store))
+}
+
+/// `ticketflow migrate`: brings the configured store's schema up to date;
+/// returns what it says to the operator.
+pub async fn migrate_store(config: &Config) -> anyhow::Result<String> {
+    let (place, applied) = match &config.scylla {
+        Some(scylla) => (
+            format!("ScyllaDB keyspace {} at {}", scylla.keyspace, scylla.nodes.join(",")),
+            ScyllaStore::migrate(scylla).await?,
+        ),
+        None => (
+            format!("store {}", config.store_path().display()),
+            EmbeddedStore::migrate_file(&config.store_path()).await?,
+        ),
+    };
+    Ok(if applied.is_empty() {
+        format!("{place} is up to date")
+    } else {
+        format!("{place}: applied {}", applied.join(", "))
+    })
 }
 
 pub fn services(config: &Config, store: Arc<dyn Store>) -> Arc<Services> {

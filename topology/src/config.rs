@@ -18,8 +18,12 @@ pub struct ConfigError(pub String);
 pub struct Config {
     /// `KAFKA_BROKERS`; `None` runs the embedded broker.
     pub kafka_brokers: Option<String>,
-    /// `SCYLLA_NODES`; `None` uses the embedded store.
-    pub scylla_nodes: Option<String>,
+    /// `SCYLLA_NODES` (with the other `SCYLLA_*` settings); `None` uses the
+    /// embedded store.
+    pub scylla: Option<sinks::store::ScyllaConfig>,
+    /// Both stores' options: `TICKETFLOW_MASTER_KEY` (or
+    /// `TICKETFLOW_MASTER_KEY_FILE`) seals tenants' secrets at rest.
+    pub store_options: sinks::store::StoreOptions,
     /// `TICKETFLOW_DATA_DIR` (default `./data`): embedded broker and store.
     pub data_dir: PathBuf,
     /// `TICKETFLOW_BROKER_ADDR` (default `127.0.0.1:9092`).
@@ -237,7 +241,33 @@ impl Config {
         };
         Ok(Config {
             kafka_brokers: get("KAFKA_BROKERS"),
-            scylla_nodes: get("SCYLLA_NODES"),
+            scylla: match get("SCYLLA_NODES") {
+                None => None,
+                Some(nodes) => Some(sinks::store::ScyllaConfig::from_vars(&nodes, &get).map_err(ConfigError)?),
+            },
+            store_options: {
+                let key = match (get("TICKETFLOW_MASTER_KEY"), get("TICKETFLOW_MASTER_KEY_FILE")) {
+                    (Some(_), Some(_)) => {
+                        return Err(ConfigError(
+                            "set TICKETFLOW_MASTER_KEY or TICKETFLOW_MASTER_KEY_FILE, not both".into(),
+                        ))
+                    }
+                    (Some(k), None) => Some(k),
+                    (None, Some(f)) => Some(
+                        std::fs::read_to_string(&f)
+                            .map_err(|e| ConfigError(format!("cannot read TICKETFLOW_MASTER_KEY_FILE {f}: {e}")))?,
+                    ),
+                    (None, None) => None,
+                };
+                let sealer = match key {
+                    Some(k) => sinks::store::Sealer::from_key_text(&k).map_err(|e| ConfigError(e.to_string()))?,
+                    None => sinks::store::Sealer::none(),
+                };
+                sinks::store::StoreOptions {
+                    sealer: std::sync::Arc::new(sealer),
+                    ..Default::default()
+                }
+            },
             data_dir: PathBuf::from(get("TICKETFLOW_DATA_DIR").unwrap_or_else(|| "./data".into())),
             broker_addr: parse_addr("TICKETFLOW_BROKER_ADDR", "127.0.0.1:9092")?,
             http_addr: parse_addr("TICKETFLOW_HTTP_ADDR", "127.0.0.1:8080")?,

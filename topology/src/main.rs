@@ -301,17 +301,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Migrate => {
-            let store = sinks::store::EmbeddedStore::open(&config.store_path()).await?;
-            let applied = store.migrate().await?;
-            println!(
-                "store {} is up to date{}",
-                config.store_path().display(),
-                if applied.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (applied {})", applied.join(", "))
-                }
-            );
+            println!("{}", app::migrate_store(&config).await?);
         }
         Command::Topics(TopicsCmd::Create { strict, check }) => {
             let factory = kafka::KafkaFactory::from_config(&config);
@@ -418,7 +408,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
                 TenantsCmd::Remove { tenant_id } => {
-                    if !store.remove_tenant(&tenant_id).await? {
+                    if !store.remove_tenant(&tenant_id, false).await? {
                         anyhow::bail!("tenant '{tenant_id}' does not exist");
                     }
                     println!("tenant '{tenant_id}' removed");

@@ -1,32 +1,95 @@
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use libsql::{params, Connection, Row};
-use tokio::sync::Mutex;
+use libsql::{params, Connection, Row, Value};
 
+use super::migrate::{self, Applied};
+use super::seal::{open_tenant_secrets, seal_tenant_secrets};
 use super::*;
 use crate::now_ms;
 
-/// How long a statement waits for another connection's write lock.
+/// How long a statement waits for another connection's (or process's)
+/// write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../../migrations/embedded/0001_init.sql"))];
+/// Reader connections per process.
+const READERS: usize = 4;
+
+/// How often expired claims are deleted.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Rows deleted per sweep statement (keeps each write transaction short).
+const SWEEP_CHUNK: i64 = 5000;
 
 /// The default store: one libSQL file under the data dir.
 ///
-/// One connection serialises this process's statements; other processes
-/// (the `tenants` CLI) wait on SQLite's lock up to the busy timeout.
+/// Writes go to one writer task per process ([`super::ledger::Ledger`]),
+/// group-committed; reads use a small pool of connections of their own
+/// (WAL: readers never wait for the writer). No lock is held across I/O.
+/// Several processes may open the same file: SQLite's file lock orders
+/// their writers (each waits up to the busy timeout), and every claim is
+/// decided inside one write transaction, so two processes never both win.
 pub struct EmbeddedStore {
-    conn: Mutex<Connection>,
-    /// Ingest's webhook-id claims, group-committed on a second connection.
-    ledger: super::ledger::Ledger,
-    // Keeps the database handle alive for the connection.
-    _db: libsql::Database,
+    readers: Readers,
+    writer: super::ledger::Ledger,
+    options: StoreOptions,
+    sweeper: tokio::task::JoinHandle<()>,
+    // Keeps the database handle alive for the connections.
+    _db: Arc<libsql::Database>,
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.sweeper.abort();
+    }
+}
+
+/// Reader connections, each with its statements prepared once.
+struct Readers {
+    idle: std::sync::Mutex<Vec<Reader>>,
+    permits: tokio::sync::Semaphore,
+}
+
+struct Reader {
+    conn: Connection,
+    cached: HashMap<String, libsql::Statement>,
+}
+
+/// A reader taken from the pool; returned when dropped.
+struct ReaderGuard<'a> {
+    reader: Option<Reader>,
+    pool: &'a Readers,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Drop for ReaderGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.reader.take() {
+            self.pool.idle.lock().expect("reader pool lock").push(r);
+        }
+    }
+}
+
+impl Readers {
+    async fn take(&self) -> Result<ReaderGuard<'_>, StoreError> {
+        let permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable("store closed".into()))?;
+        let reader = self.idle.lock().expect("reader pool lock").pop();
+        Ok(ReaderGuard {
+            reader,
+            pool: self,
+            _permit: permit,
+        })
+    }
 }
 
 fn unavailable(e: libsql::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    super::ledger::unavailable(e)
 }
 
 fn corrupt(e: libsql::Error) -> StoreError {
@@ -37,29 +100,32 @@ fn opt_str(row: &Row, i: i32) -> Result<Option<String>, StoreError> {
     row.get::<Option<String>>(i).map_err(corrupt)
 }
 
-fn tenant_of(row: &Row) -> Result<Tenant, StoreError> {
+fn tenant_of(sealer: &Sealer, row: &Row) -> Result<Tenant, StoreError> {
     let s = |i| row.get::<String>(i).map_err(corrupt);
     let auth: SdpAuth = s(2)?.parse().map_err(StoreError::Corrupt)?;
+    let tenant_id = s(0)?;
+    let secrets = open_tenant_secrets(sealer, &tenant_id, &s(3)?, &s(4)?, opt_str(row, 5)?.as_deref())?;
     Ok(Tenant {
-        tenant_id: s(0)?,
         sdp: SdpTenant {
             base_url: s(1)?,
             auth,
-            token: Secret::new(s(3)?),
+            token: secrets.sdp_token,
         },
         webhook_secrets: WebhookSecrets {
-            current: Secret::new(s(4)?),
-            previous: opt_str(row, 5)?.map(Secret::new),
+            current: secrets.webhook_secret,
+            previous: secrets.previous_webhook_secret,
             previous_valid_until_ms: row.get::<i64>(6).map_err(corrupt)?,
         },
         api_token_hash: s(7)?,
-        requests_per_minute: row.get::<i64>(8).map_err(corrupt)? as u32,
+        requests_per_minute: row.get::<i64>(8).map_err(corrupt)?.clamp(0, u32::MAX as i64) as u32,
         enabled_events: s(9)?.split(',').filter(|e| !e.is_empty()).map(str::to_string).collect(),
         created_at_ms: row.get::<i64>(10).map_err(corrupt)?,
+        suspended: opt_str(row, 11)?,
+        tenant_id,
     })
 }
 
-const TENANT_COLUMNS: &str = "tenant_id, sdp_base_url, sdp_auth, sdp_token, webhook_secret, previous_webhook_secret, previous_valid_until_ms, api_token_hash, requests_per_minute, enabled_events, created_at_ms";
+const TENANT_COLUMNS: &str = "tenant_id, sdp_base_url, sdp_auth, sdp_token, webhook_secret, previous_webhook_secret, previous_valid_until_ms, api_token_hash, requests_per_minute, enabled_events, created_at_ms, suspended";
 
 const HISTORY_COLUMNS: &str = "tenant_id, job_id, ticket_id, correlation_id, status, method, error_message, failed_stage, subject, description, note_text, note_id, similar_tickets, kb_articles, ip_references, nodes_success, nodes_failed, timings_json, received_at_ms, completed_at_ms";
 
@@ -109,84 +175,272 @@ fn feedback_of(row: &Row) -> Result<Feedback, StoreError> {
     })
 }
 
-/// Applies every migration not applied yet; returns the names applied now.
-async fn apply_migrations(conn: &Connection) -> Result<Vec<&'static str>, StoreError> {
+async fn run_all(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    let mut rows = conn.query(sql, ()).await.map_err(unavailable)?;
+    while rows.next().await.map_err(unavailable)?.is_some() {}
+    Ok(())
+}
+
+/// The migrations recorded in the file (creating the bookkeeping table,
+/// and its checksum column, when missing).
+async fn applied_migrations(conn: &Connection) -> Result<Vec<Applied>, StoreError> {
     conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at_ms INTEGER NOT NULL, checksum TEXT)",
         (),
     )
     .await
     .map_err(unavailable)?;
-    let mut applied = Vec::new();
-    for (name, sql) in MIGRATIONS {
-        let mut rows = conn
-            .query("SELECT 1 FROM schema_migrations WHERE name = ?1", params![*name])
-            .await
-            .map_err(unavailable)?;
-        if rows.next().await.map_err(unavailable)?.is_some() {
-            continue;
-        }
-        conn.execute_batch(sql).await.map_err(unavailable)?;
-        conn.execute(
-            "INSERT OR IGNORE INTO schema_migrations (name, applied_at_ms) VALUES (?1, ?2)",
-            params![*name, now_ms()],
-        )
+    let mut has_checksum = false;
+    let mut cols = conn
+        .query("SELECT name FROM pragma_table_info('schema_migrations')", ())
         .await
         .map_err(unavailable)?;
-        applied.push(*name);
+    while let Some(row) = cols.next().await.map_err(unavailable)? {
+        has_checksum |= row.get::<String>(0).map_err(corrupt)? == "checksum";
     }
-    Ok(applied)
+    if !has_checksum {
+        conn.execute("ALTER TABLE schema_migrations ADD COLUMN checksum TEXT", ())
+            .await
+            .map_err(unavailable)?;
+    }
+    let mut rows = conn
+        .query("SELECT name, checksum FROM schema_migrations ORDER BY name", ())
+        .await
+        .map_err(unavailable)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await.map_err(unavailable)? {
+        out.push(Applied {
+            name: row.get::<String>(0).map_err(corrupt)?,
+            checksum: opt_str(&row, 1)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Applies every migration not applied yet, in one write transaction (two
+/// processes opening a new store at once apply them once); returns the
+/// names applied now.
+async fn apply_migrations(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    conn.execute("BEGIN IMMEDIATE", ()).await.map_err(unavailable)?;
+    let result = async {
+        let applied = applied_migrations(conn).await?;
+        let todo = migrate::pending(migrate::EMBEDDED, &applied)?;
+        let mut done = Vec::new();
+        for m in todo {
+            conn.execute_batch(m.text).await.map_err(unavailable)?;
+            conn.execute(
+                "INSERT INTO schema_migrations (name, applied_at_ms, checksum) VALUES (?1, ?2, ?3)",
+                params![m.name, now_ms(), m.checksum()],
+            )
+            .await
+            .map_err(unavailable)?;
+            done.push(m.name.to_string());
+        }
+        for a in applied.iter().filter(|a| a.checksum.is_none()) {
+            if let Some(m) = migrate::EMBEDDED.iter().find(|m| m.name == a.name) {
+                conn.execute(
+                    "UPDATE schema_migrations SET checksum = ?2 WHERE name = ?1",
+                    params![m.name, m.checksum()],
+                )
+                .await
+                .map_err(unavailable)?;
+            }
+        }
+        Ok(done)
+    }
+    .await;
+    match &result {
+        Ok(_) => conn.execute("COMMIT", ()).await.map(|_| ()).map_err(unavailable)?,
+        Err(_) => {
+            let _ = conn.execute("ROLLBACK", ()).await;
+        }
+    }
+    result
+}
+
+async fn connect(db: &libsql::Database) -> Result<Connection, StoreError> {
+    let conn = db.connect().map_err(unavailable)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+    // Per connection: WAL syncs at checkpoints, not on every commit (an
+    // acknowledged write survives a process crash, not necessarily a
+    // power loss).
+    conn.execute("PRAGMA synchronous=NORMAL", ())
+        .await
+        .map_err(unavailable)?;
+    Ok(conn)
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the store at `path` and applies migrations.
+    /// Opens the store at `path` with default options (see [`Self::open_with`]).
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, StoreOptions::default()).await
+    }
+
+    /// Opens (creating if needed) the store at `path`. A new file gets the
+    /// schema; an existing one must already have every migration this
+    /// binary carries (else: run `ticketflow migrate`).
+    pub async fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let (db, conn) = Self::open_file(path).await?;
+        let applied = applied_migrations(&conn).await?;
+        if applied.is_empty() {
+            apply_migrations(&conn).await?;
+        } else {
+            migrate::require_current(migrate::EMBEDDED, &applied, &format!("store {}", path.display()))?;
+        }
+        // The writer's statements need the migrated tables.
+        let writer = super::ledger::Ledger::open(&db, BUSY_TIMEOUT).await?;
+        let mut idle = vec![Reader {
+            conn,
+            cached: HashMap::new(),
+        }];
+        for _ in 1..READERS {
+            idle.push(Reader {
+                conn: connect(&db).await?,
+                cached: HashMap::new(),
+            });
+        }
+        let db = Arc::new(db);
+        let sweeper = tokio::spawn(sweep_forever(writer.clone(), options.retention));
+        Ok(EmbeddedStore {
+            readers: Readers {
+                idle: std::sync::Mutex::new(idle),
+                permits: tokio::sync::Semaphore::new(READERS),
+            },
+            writer,
+            options,
+            sweeper,
+            _db: db,
+        })
+    }
+
+    async fn open_file(path: &Path) -> Result<(libsql::Database, Connection), StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         }
         let db = libsql::Builder::new_local(path).build().await.map_err(unavailable)?;
-        let conn = db.connect().map_err(unavailable)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
-        // WAL lets the CLI read and write while `run` holds the file open.
-        let mut rows = conn.query("PRAGMA journal_mode=WAL", ()).await.map_err(unavailable)?;
-        while rows.next().await.map_err(unavailable)?.is_some() {}
-        conn.execute("PRAGMA synchronous=NORMAL", ())
-            .await
-            .map_err(unavailable)?;
-        apply_migrations(&conn).await?;
-        // The ledger's statements need the migrated tables.
-        let ledger = super::ledger::Ledger::open(&db, BUSY_TIMEOUT).await?;
-        Ok(EmbeddedStore {
-            conn: Mutex::new(conn),
-            ledger,
-            _db: db,
-        })
+        let conn = connect(&db).await?;
+        // WAL lets readers, the CLI and other processes work beside `run`.
+        run_all(&conn, "PRAGMA journal_mode=WAL").await?;
+        Ok((db, conn))
     }
 
-    /// Applies every migration not applied yet; returns the names applied now.
-    pub async fn migrate(&self) -> Result<Vec<&'static str>, StoreError> {
-        apply_migrations(&*self.conn.lock().await).await
+    /// `ticketflow migrate`: applies every migration not applied yet to the
+    /// store at `path`; returns the names applied now. Refuses a store whose
+    /// applied migrations changed or are unknown to this binary.
+    pub async fn migrate_file(path: &Path) -> Result<Vec<String>, StoreError> {
+        let (_db, conn) = Self::open_file(path).await?;
+        apply_migrations(&conn).await
+    }
+
+    /// Deletes claims older than the retention now (the background sweep
+    /// does this every minute); returns the rows deleted.
+    pub async fn sweep_expired(&self) -> Result<u64, StoreError> {
+        sweep(&self.writer, self.options.retention).await
     }
 
     async fn query_all<T>(
         &self,
         sql: &str,
-        p: impl libsql::params::IntoParams,
-        f: fn(&Row) -> Result<T, StoreError>,
+        p: Vec<Value>,
+        f: impl Fn(&Row) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        let conn = self.conn.lock().await;
-        let mut rows = conn.query(sql, p).await.map_err(unavailable)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().await.map_err(unavailable)? {
-            out.push(f(&row)?);
+        let mut guard = self.readers.take().await?;
+        let reader = guard
+            .reader
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no reader connection".into()))?;
+        if !reader.cached.contains_key(sql) {
+            let stmt = reader.conn.prepare(sql).await.map_err(unavailable)?;
+            reader.cached.insert(sql.to_string(), stmt);
         }
-        Ok(out)
+        let stmt = &reader.cached[sql];
+        stmt.reset();
+        let result = async {
+            let mut rows = stmt.query(p).await.map_err(unavailable)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().await.map_err(unavailable)? {
+                out.push(f(&row)?);
+            }
+            Ok(out)
+        }
+        .await;
+        stmt.reset();
+        result
     }
 
-    async fn exec(&self, sql: &str, p: impl libsql::params::IntoParams) -> Result<u64, StoreError> {
-        self.conn.lock().await.execute(sql, p).await.map_err(unavailable)
+    async fn exec(&self, sql: &str, p: Vec<Value>) -> Result<u64, StoreError> {
+        self.writer.exec_one(sql, p).await
     }
+
+    fn expired_before(&self, ttl: Duration) -> i64 {
+        now_ms() - ttl.as_millis().min(i64::MAX as u128) as i64
+    }
+
+    fn tenant_values(&self, t: &Tenant) -> Result<Vec<Value>, StoreError> {
+        let sealed = seal_tenant_secrets(&self.options.sealer, t)?;
+        Ok(vec![
+            t.tenant_id.clone().into(),
+            t.sdp.base_url.clone().into(),
+            t.sdp.auth.as_str().into(),
+            sealed.sdp_token.into(),
+            sealed.webhook_secret.into(),
+            sealed.previous_webhook_secret.map(Value::from).unwrap_or(Value::Null),
+            t.webhook_secrets.previous_valid_until_ms.into(),
+            t.api_token_hash.clone().into(),
+            i64::from(t.requests_per_minute).into(),
+            t.enabled_events.join(",").into(),
+            t.created_at_ms.into(),
+            t.suspended.clone().map(Value::from).unwrap_or(Value::Null),
+            now_ms().into(),
+        ])
+    }
+}
+
+/// Deletes expired claims in chunks, each its own short write.
+async fn sweep(writer: &super::ledger::Ledger, retention: Retention) -> Result<u64, StoreError> {
+    let now = now_ms();
+    let before = |ttl: Duration| now - ttl.as_millis().min(i64::MAX as u128) as i64;
+    let mut deleted = 0;
+    for (table, column, ttl) in [
+        ("webhook_dedup", "created_at_ms", retention.webhook_claims),
+        ("event_dedup", "created_at_ms", retention.event_claims),
+        ("note_idempotency", "updated_at_ms", retention.note_records),
+    ] {
+        loop {
+            let n = writer
+                .exec_one(
+                    format!("DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT ?2)"),
+                    vec![before(ttl).into(), SWEEP_CHUNK.into()],
+                )
+                .await?;
+            deleted += n;
+            if n < SWEEP_CHUNK as u64 {
+                break;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+async fn sweep_forever(writer: super::ledger::Ledger, retention: Retention) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        match sweep(&writer, retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "deleted expired idempotency records"),
+            Err(e) => tracing::warn!(error = %e, "sweeping expired idempotency records failed; will retry"),
+        }
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_string())
+}
+
+fn opt_text(s: &Option<String>) -> Value {
+    s.clone().map(Value::Text).unwrap_or(Value::Null)
 }
 
 #[async_trait]
@@ -194,20 +448,8 @@ impl TenantStore for EmbeddedStore {
     async fn create_tenant(&self, t: &Tenant) -> Result<(), StoreError> {
         let n = self
             .exec(
-                &format!("INSERT OR IGNORE INTO tenants ({TENANT_COLUMNS}, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)"),
-                params![
-                    t.tenant_id.as_str(),
-                    t.sdp.base_url.as_str(),
-                    t.sdp.auth.as_str(),
-                    t.sdp.token.expose(),
-                    t.webhook_secrets.current.expose(),
-                    t.webhook_secrets.previous.as_ref().map(|s| s.expose().to_string()),
-                    t.webhook_secrets.previous_valid_until_ms,
-                    t.api_token_hash.as_str(),
-                    t.requests_per_minute as i64,
-                    t.enabled_events.join(","),
-                    t.created_at_ms
-                ],
+                &format!("INSERT OR IGNORE INTO tenants ({TENANT_COLUMNS}, updated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+                self.tenant_values(t)?,
             )
             .await?;
         if n == 0 {
@@ -219,20 +461,8 @@ impl TenantStore for EmbeddedStore {
     async fn update_tenant(&self, t: &Tenant) -> Result<(), StoreError> {
         let n = self
             .exec(
-                "UPDATE tenants SET sdp_base_url = ?2, sdp_auth = ?3, sdp_token = ?4, webhook_secret = ?5, previous_webhook_secret = ?6, previous_valid_until_ms = ?7, api_token_hash = ?8, requests_per_minute = ?9, enabled_events = ?10, updated_at_ms = ?11 WHERE tenant_id = ?1",
-                params![
-                    t.tenant_id.as_str(),
-                    t.sdp.base_url.as_str(),
-                    t.sdp.auth.as_str(),
-                    t.sdp.token.expose(),
-                    t.webhook_secrets.current.expose(),
-                    t.webhook_secrets.previous.as_ref().map(|s| s.expose().to_string()),
-                    t.webhook_secrets.previous_valid_until_ms,
-                    t.api_token_hash.as_str(),
-                    t.requests_per_minute as i64,
-                    t.enabled_events.join(","),
-                    now_ms()
-                ],
+                "UPDATE tenants SET sdp_base_url = ?2, sdp_auth = ?3, sdp_token = ?4, webhook_secret = ?5, previous_webhook_secret = ?6, previous_valid_until_ms = ?7, api_token_hash = ?8, requests_per_minute = ?9, enabled_events = ?10, suspended = ?12, updated_at_ms = ?13 WHERE tenant_id = ?1 AND ?11 IS NOT NULL",
+                self.tenant_values(t)?,
             )
             .await?;
         if n == 0 {
@@ -242,41 +472,77 @@ impl TenantStore for EmbeddedStore {
     }
 
     async fn get_tenant(&self, tenant_id: &str) -> Result<Option<Tenant>, StoreError> {
+        let sealer = &self.options.sealer;
         Ok(self
             .query_all(
                 &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = ?1"),
-                params![tenant_id],
-                tenant_of,
+                vec![text(tenant_id)],
+                |r| tenant_of(sealer, r),
             )
             .await?
             .pop())
     }
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        let sealer = &self.options.sealer;
         self.query_all(
             &format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY tenant_id"),
-            (),
-            tenant_of,
+            vec![],
+            |r| tenant_of(sealer, r),
         )
         .await
     }
 
-    async fn remove_tenant(&self, tenant_id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .exec("DELETE FROM tenants WHERE tenant_id = ?1", params![tenant_id])
-            .await?
-            > 0)
+    async fn remove_tenant(&self, tenant_id: &str, purge: bool) -> Result<bool, StoreError> {
+        if self.get_tenant(tenant_id).await?.is_none() {
+            return Ok(false);
+        }
+        if !purge && self.tenant_has_data(tenant_id).await? {
+            return Err(StoreError::TenantHasData(tenant_id.to_string()));
+        }
+        // One atomic write: the tenant and (with purge) all its rows.
+        let mut statements: Vec<(String, Vec<Value>)> = Vec::new();
+        if purge {
+            for table in ["enhancement_history", "feedback", "note_idempotency", "webhook_dedup", "event_dedup"] {
+                statements.push((format!("DELETE FROM {table} WHERE tenant_id = ?1"), vec![text(tenant_id)]));
+            }
+        }
+        statements.push(("DELETE FROM tenants WHERE tenant_id = ?1".into(), vec![text(tenant_id)]));
+        let counts = self.writer.exec(statements).await?;
+        Ok(counts.last().copied().unwrap_or(0) > 0)
     }
 
     async fn tenant_by_api_token_hash(&self, hash: &str) -> Result<Option<Tenant>, StoreError> {
+        let sealer = &self.options.sealer;
         Ok(self
             .query_all(
                 &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE api_token_hash = ?1"),
-                params![hash],
-                tenant_of,
+                vec![text(hash)],
+                |r| tenant_of(sealer, r),
             )
             .await?
             .pop())
+    }
+
+    async fn tenant_has_data(&self, tenant_id: &str) -> Result<bool, StoreError> {
+        let r = &self.options.retention;
+        let found = self
+            .query_all(
+                "SELECT EXISTS (SELECT 1 FROM enhancement_history WHERE tenant_id = ?1)
+                     OR EXISTS (SELECT 1 FROM feedback WHERE tenant_id = ?1)
+                     OR EXISTS (SELECT 1 FROM webhook_dedup WHERE tenant_id = ?1 AND created_at_ms >= ?2)
+                     OR EXISTS (SELECT 1 FROM event_dedup WHERE tenant_id = ?1 AND created_at_ms >= ?3)
+                     OR EXISTS (SELECT 1 FROM note_idempotency WHERE tenant_id = ?1 AND updated_at_ms >= ?4)",
+                vec![
+                    text(tenant_id),
+                    self.expired_before(r.webhook_claims).into(),
+                    self.expired_before(r.event_claims).into(),
+                    self.expired_before(r.note_records).into(),
+                ],
+                |row| row.get::<i64>(0).map_err(corrupt),
+            )
+            .await?;
+        Ok(found.first().copied().unwrap_or(0) != 0)
     }
 }
 
@@ -286,27 +552,27 @@ impl HistoryStore for EmbeddedStore {
         let timings = serde_json::to_string(&r.timings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.exec(
             &format!("INSERT OR REPLACE INTO enhancement_history ({HISTORY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
-            params![
-                r.tenant_id.as_str(),
-                r.job_id.as_str(),
-                r.ticket_id.as_str(),
-                r.correlation_id.as_str(),
-                r.status.as_str(),
-                r.method.clone(),
-                r.error_message.clone(),
-                r.failed_stage.clone(),
-                r.subject.clone(),
-                r.description.clone(),
-                r.note_text.clone(),
-                r.note_id.clone(),
-                r.counts.similar_tickets,
-                r.counts.kb_articles,
-                r.counts.ip_references,
-                r.counts.context_nodes_success,
-                r.counts.context_nodes_failed,
-                timings,
-                r.received_at_ms,
-                r.completed_at_ms
+            vec![
+                text(&r.tenant_id),
+                text(&r.job_id),
+                text(&r.ticket_id),
+                text(&r.correlation_id),
+                text(r.status.as_str()),
+                opt_text(&r.method),
+                opt_text(&r.error_message),
+                opt_text(&r.failed_stage),
+                opt_text(&r.subject),
+                opt_text(&r.description),
+                opt_text(&r.note_text),
+                opt_text(&r.note_id),
+                i64::from(r.counts.similar_tickets).into(),
+                i64::from(r.counts.kb_articles).into(),
+                i64::from(r.counts.ip_references).into(),
+                i64::from(r.counts.context_nodes_success).into(),
+                i64::from(r.counts.context_nodes_failed).into(),
+                timings.into(),
+                r.received_at_ms.into(),
+                r.completed_at_ms.into(),
             ],
         )
         .await?;
@@ -317,7 +583,7 @@ impl HistoryStore for EmbeddedStore {
         Ok(self
             .query_all(
                 &format!("SELECT {HISTORY_COLUMNS} FROM enhancement_history WHERE tenant_id = ?1 AND job_id = ?2"),
-                params![tenant_id, job_id],
+                vec![text(tenant_id), text(job_id)],
                 history_of,
             )
             .await?
@@ -326,17 +592,36 @@ impl HistoryStore for EmbeddedStore {
 
     async fn history_by_ticket(&self, tenant_id: &str, ticket_id: &str) -> Result<Vec<HistoryRow>, StoreError> {
         self.query_all(
-            &format!("SELECT {HISTORY_COLUMNS} FROM enhancement_history WHERE tenant_id = ?1 AND ticket_id = ?2 ORDER BY completed_at_ms DESC"),
-            params![tenant_id, ticket_id],
+            &format!("SELECT {HISTORY_COLUMNS} FROM enhancement_history WHERE tenant_id = ?1 AND ticket_id = ?2 ORDER BY completed_at_ms DESC, job_id"),
+            vec![text(tenant_id), text(ticket_id)],
             history_of,
         )
         .await
     }
 
-    async fn recent_history(&self, tenant_id: &str, limit: u32) -> Result<Vec<HistoryRow>, StoreError> {
+    async fn history_by_correlation(
+        &self,
+        tenant_id: &str,
+        correlation_id: &str,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
         self.query_all(
-            &format!("SELECT {HISTORY_COLUMNS} FROM enhancement_history WHERE tenant_id = ?1 ORDER BY completed_at_ms DESC LIMIT ?2"),
-            params![tenant_id, limit as i64],
+            &format!("SELECT {HISTORY_COLUMNS} FROM enhancement_history WHERE tenant_id = ?1 AND correlation_id = ?2 ORDER BY completed_at_ms DESC, job_id"),
+            vec![text(tenant_id), text(correlation_id)],
+            history_of,
+        )
+        .await
+    }
+
+    async fn history_between(
+        &self,
+        tenant_id: &str,
+        from_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        self.query_all(
+            &format!("SELECT {HISTORY_COLUMNS} FROM enhancement_history WHERE tenant_id = ?1 AND completed_at_ms >= ?2 AND completed_at_ms < ?3 ORDER BY completed_at_ms DESC, job_id LIMIT ?4"),
+            vec![text(tenant_id), from_ms.into(), until_ms.into(), i64::from(limit).into()],
             history_of,
         )
         .await
@@ -348,16 +633,16 @@ impl FeedbackStore for EmbeddedStore {
     async fn add_feedback(&self, f: &Feedback) -> Result<(), StoreError> {
         self.exec(
             "INSERT INTO feedback (tenant_id, feedback_id, job_id, ticket_id, rating, helpful, comment, technician, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                f.tenant_id.as_str(),
-                f.feedback_id.as_str(),
-                f.job_id.as_str(),
-                f.ticket_id.as_str(),
-                f.rating as i64,
-                f.helpful.map(|h| h as i64),
-                f.comment.clone(),
-                f.technician.clone(),
-                f.created_at_ms
+            vec![
+                text(&f.tenant_id),
+                text(&f.feedback_id),
+                text(&f.job_id),
+                text(&f.ticket_id),
+                i64::from(f.rating).into(),
+                f.helpful.map(|h| Value::Integer(h as i64)).unwrap_or(Value::Null),
+                opt_text(&f.comment),
+                opt_text(&f.technician),
+                f.created_at_ms.into(),
             ],
         )
         .await?;
@@ -366,8 +651,8 @@ impl FeedbackStore for EmbeddedStore {
 
     async fn list_feedback(&self, tenant_id: &str, from_ms: i64, until_ms: i64) -> Result<Vec<Feedback>, StoreError> {
         self.query_all(
-            "SELECT tenant_id, feedback_id, job_id, ticket_id, rating, helpful, comment, technician, created_at_ms FROM feedback WHERE tenant_id = ?1 AND created_at_ms >= ?2 AND created_at_ms < ?3 ORDER BY created_at_ms",
-            params![tenant_id, from_ms, until_ms],
+            "SELECT tenant_id, feedback_id, job_id, ticket_id, rating, helpful, comment, technician, created_at_ms FROM feedback WHERE tenant_id = ?1 AND created_at_ms >= ?2 AND created_at_ms < ?3 ORDER BY created_at_ms, feedback_id",
+            vec![text(tenant_id), from_ms.into(), until_ms.into()],
             feedback_of,
         )
         .await
@@ -379,8 +664,12 @@ impl IdempotencyStore for EmbeddedStore {
     async fn note_state(&self, tenant_id: &str, job_id: &str) -> Result<Option<NoteState>, StoreError> {
         let rows = self
             .query_all(
-                "SELECT state, note_id FROM note_idempotency WHERE tenant_id = ?1 AND job_id = ?2",
-                params![tenant_id, job_id],
+                "SELECT state, note_id FROM note_idempotency WHERE tenant_id = ?1 AND job_id = ?2 AND updated_at_ms >= ?3",
+                vec![
+                    text(tenant_id),
+                    text(job_id),
+                    self.expired_before(self.options.retention.note_records).into(),
+                ],
                 |row| {
                     let state = row.get::<String>(0).map_err(corrupt)?;
                     Ok(match state.as_str() {
@@ -396,11 +685,19 @@ impl IdempotencyStore for EmbeddedStore {
     }
 
     async fn note_pending(&self, tenant_id: &str, job_id: &str, ticket_id: &str) -> Result<(), StoreError> {
-        self.exec(
-            "INSERT OR IGNORE INTO note_idempotency (tenant_id, job_id, ticket_id, state, note_id, updated_at_ms) VALUES (?1, ?2, ?3, 'pending', NULL, ?4)",
-            params![tenant_id, job_id, ticket_id, now_ms()],
-        )
-        .await?;
+        let expired = self.expired_before(self.options.retention.note_records);
+        self.writer
+            .exec(vec![
+                (
+                    "DELETE FROM note_idempotency WHERE tenant_id = ?1 AND job_id = ?2 AND updated_at_ms < ?3".into(),
+                    vec![text(tenant_id), text(job_id), expired.into()],
+                ),
+                (
+                    "INSERT OR IGNORE INTO note_idempotency (tenant_id, job_id, ticket_id, state, note_id, updated_at_ms) VALUES (?1, ?2, ?3, 'pending', NULL, ?4)".into(),
+                    vec![text(tenant_id), text(job_id), text(ticket_id), now_ms().into()],
+                ),
+            ])
+            .await?;
         Ok(())
     }
 
@@ -413,7 +710,7 @@ impl IdempotencyStore for EmbeddedStore {
     ) -> Result<(), StoreError> {
         self.exec(
             "INSERT OR REPLACE INTO note_idempotency (tenant_id, job_id, ticket_id, state, note_id, updated_at_ms) VALUES (?1, ?2, ?3, 'posted', ?4, ?5)",
-            params![tenant_id, job_id, ticket_id, note_id, now_ms()],
+            vec![text(tenant_id), text(job_id), text(ticket_id), text(note_id), now_ms().into()],
         )
         .await?;
         Ok(())
@@ -427,17 +724,18 @@ impl IdempotencyStore for EmbeddedStore {
         correlation_id: &str,
         stale_after_ms: i64,
     ) -> Result<WebhookClaim, StoreError> {
-        self.ledger
-            .claim(tenant_id, webhook_id, job_id, correlation_id, stale_after_ms)
+        let expired = self.expired_before(self.options.retention.webhook_claims);
+        self.writer
+            .claim(tenant_id, webhook_id, job_id, correlation_id, stale_after_ms, expired)
             .await
     }
 
     async fn confirm_webhook(&self, tenant_id: &str, webhook_id: &str) -> Result<(), StoreError> {
-        self.ledger.confirm(tenant_id, webhook_id).await
+        self.writer.confirm(tenant_id, webhook_id).await
     }
 
     async fn release_webhook(&self, tenant_id: &str, webhook_id: &str) -> Result<(), StoreError> {
-        self.ledger.release(tenant_id, webhook_id).await
+        self.writer.release(tenant_id, webhook_id).await
     }
 
     async fn claim_event(
@@ -447,34 +745,18 @@ impl IdempotencyStore for EmbeddedStore {
         event: &str,
         job_id: &str,
     ) -> Result<Option<String>, StoreError> {
-        let conn = self.conn.lock().await;
-        conn.execute(
-            "INSERT OR IGNORE INTO event_dedup (tenant_id, ticket_id, event, job_id, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![tenant_id, ticket_id, event, job_id, now_ms()],
-        )
-        .await
-        .map_err(unavailable)?;
-        let mut rows = conn
-            .query(
-                "SELECT job_id FROM event_dedup WHERE tenant_id = ?1 AND ticket_id = ?2 AND event = ?3",
-                params![tenant_id, ticket_id, event],
-            )
+        let expired = self.expired_before(self.options.retention.event_claims);
+        self.writer
+            .claim_event(tenant_id, ticket_id, event, job_id, expired)
             .await
-            .map_err(unavailable)?;
-        let first = match rows.next().await.map_err(unavailable)? {
-            Some(row) => row.get::<String>(0).map_err(corrupt)?,
-            None => return Ok(None),
-        };
-        Ok((first != job_id).then_some(first))
     }
 }
 
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        let conn = self.conn.lock().await;
-        let mut rows = conn.query("SELECT 1", ()).await.map_err(unavailable)?;
-        rows.next().await.map_err(unavailable)?;
+        self.query_all("SELECT 1", vec![], |r| r.get::<i64>(0).map_err(corrupt))
+            .await?;
         Ok(())
     }
 }

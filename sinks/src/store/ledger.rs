@@ -1,6 +1,9 @@
-//! Group commit for the webhook ledger (`webhook_dedup`) of the embedded
-//! store: ingest's claim, confirm and release writes, which sit on the
-//! webhook's hot path.
+//! The embedded store's one writer: every write of this process goes
+//! through this task, on a connection of its own, group-committed. Ingest's
+//! claim, confirm and release writes sit on the webhook's hot path; the
+//! stages' history, note and event-claim writes share the same commits.
+//! No caller holds a lock across I/O: callers queue an operation and await
+//! its answer, and readers use their own connections (WAL).
 //!
 //! Every operation is still durable (as durable as the store's WAL with
 //! `synchronous = NORMAL`) before its caller hears back, as when each ran
@@ -13,7 +16,9 @@
 
 use std::time::Duration;
 
-use libsql::{params, Connection, Statement};
+use std::collections::HashMap;
+
+use libsql::{params, Connection, Statement, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
@@ -25,13 +30,21 @@ const MAX_BATCH: usize = 512;
 /// Operations waiting for the writer before callers wait for room.
 const QUEUE: usize = 4096;
 
-fn unavailable(e: libsql::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+/// A libSQL error as the store reports it: a violated constraint is the
+/// request's fault (permanent); anything else (busy, I/O) may pass.
+pub(super) fn unavailable(e: libsql::Error) -> StoreError {
+    match &e {
+        libsql::Error::SqliteFailure(code, _) if code & 0xff == 19 => StoreError::Rejected(e.to_string()),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
 }
 
 fn corrupt(e: libsql::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
+
+/// Statements run together, all or none (one savepoint).
+pub(super) type WriteBatch = Vec<(String, Vec<Value>)>;
 
 enum Op {
     Claim {
@@ -40,7 +53,22 @@ enum Op {
         job_id: String,
         correlation_id: String,
         stale_after_ms: i64,
+        /// Claims created before this are expired (treated as absent).
+        expired_before_ms: i64,
         reply: oneshot::Sender<Result<WebhookClaim, StoreError>>,
+    },
+    ClaimEvent {
+        tenant_id: String,
+        ticket_id: String,
+        event: String,
+        job_id: String,
+        expired_before_ms: i64,
+        reply: oneshot::Sender<Result<Option<String>, StoreError>>,
+    },
+    /// Any other write: its statements' changed-row counts.
+    Exec {
+        statements: WriteBatch,
+        reply: oneshot::Sender<Result<Vec<u64>, StoreError>>,
     },
     Confirm {
         tenant_id: String,
@@ -56,6 +84,7 @@ enum Op {
 
 /// The handle ingest's store calls go through. The writer task ends when
 /// the last handle is dropped.
+#[derive(Clone)]
 pub(super) struct Ledger {
     ops: mpsc::Sender<Op>,
 }
@@ -94,6 +123,7 @@ impl Ledger {
         job_id: &str,
         correlation_id: &str,
         stale_after_ms: i64,
+        expired_before_ms: i64,
     ) -> Result<WebhookClaim, StoreError> {
         self.call(|reply| Op::Claim {
             tenant_id: tenant_id.into(),
@@ -101,9 +131,39 @@ impl Ledger {
             job_id: job_id.into(),
             correlation_id: correlation_id.into(),
             stale_after_ms,
+            expired_before_ms,
             reply,
         })
         .await
+    }
+
+    pub(super) async fn claim_event(
+        &self,
+        tenant_id: &str,
+        ticket_id: &str,
+        event: &str,
+        job_id: &str,
+        expired_before_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        self.call(|reply| Op::ClaimEvent {
+            tenant_id: tenant_id.into(),
+            ticket_id: ticket_id.into(),
+            event: event.into(),
+            job_id: job_id.into(),
+            expired_before_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Runs `statements` atomically in the next group commit.
+    pub(super) async fn exec(&self, statements: WriteBatch) -> Result<Vec<u64>, StoreError> {
+        self.call(|reply| Op::Exec { statements, reply }).await
+    }
+
+    /// One statement.
+    pub(super) async fn exec_one(&self, sql: impl Into<String>, values: Vec<Value>) -> Result<u64, StoreError> {
+        Ok(self.exec(vec![(sql.into(), values)]).await?.pop().unwrap_or(0))
     }
 
     pub(super) async fn confirm(&self, tenant_id: &str, webhook_id: &str) -> Result<(), StoreError> {
@@ -127,6 +187,12 @@ impl Ledger {
 
 /// The writer's statements, prepared once; each is reset before it runs.
 struct Statements {
+    expire: Statement,
+    event_expire: Statement,
+    event_insert: Statement,
+    event_select: Statement,
+    /// Statements of `Exec` operations, prepared on first use.
+    cached: HashMap<String, Statement>,
     insert: Statement,
     select: Statement,
     take_over: Statement,
@@ -138,6 +204,11 @@ impl Statements {
     async fn prepare(conn: &Connection) -> Result<Self, StoreError> {
         let p = |sql: &'static str| async move { conn.prepare(sql).await.map_err(unavailable) };
         Ok(Statements {
+            expire: p("DELETE FROM webhook_dedup WHERE tenant_id = ?1 AND webhook_id = ?2 AND created_at_ms < ?3").await?,
+            event_expire: p("DELETE FROM event_dedup WHERE tenant_id = ?1 AND ticket_id = ?2 AND event = ?3 AND created_at_ms < ?4").await?,
+            event_insert: p("INSERT OR IGNORE INTO event_dedup (tenant_id, ticket_id, event, job_id, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)").await?,
+            event_select: p("SELECT job_id FROM event_dedup WHERE tenant_id = ?1 AND ticket_id = ?2 AND event = ?3").await?,
+            cached: HashMap::new(),
             insert: p("INSERT OR IGNORE INTO webhook_dedup (tenant_id, webhook_id, job_id, correlation_id, state, created_at_ms) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)").await?,
             select: p("SELECT job_id, correlation_id, state, created_at_ms FROM webhook_dedup WHERE tenant_id = ?1 AND webhook_id = ?2").await?,
             take_over: p("UPDATE webhook_dedup SET state = 'pending', created_at_ms = ?3 WHERE tenant_id = ?1 AND webhook_id = ?2 AND state = ?4 AND created_at_ms = ?5").await?,
@@ -164,8 +235,11 @@ async fn claim(
     job_id: &str,
     correlation_id: &str,
     stale_after_ms: i64,
+    expired_before_ms: i64,
 ) -> Result<WebhookClaim, StoreError> {
     let now = now_ms();
+    // An expired claim (older than the retention, not swept yet) is gone.
+    execute(&s.expire, params![tenant_id, webhook_id, expired_before_ms]).await?;
     if execute(&s.insert, params![tenant_id, webhook_id, job_id, correlation_id, now]).await? > 0 {
         return Ok(WebhookClaim::Proceed {
             job_id: job_id.to_string(),
@@ -217,6 +291,11 @@ enum Done {
         Result<WebhookClaim, StoreError>,
     ),
     Unit(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
+    Event(
+        oneshot::Sender<Result<Option<String>, StoreError>>,
+        Result<Option<String>, StoreError>,
+    ),
+    Exec(oneshot::Sender<Result<Vec<u64>, StoreError>>, Result<Vec<u64>, StoreError>),
 }
 
 impl Done {
@@ -228,7 +307,19 @@ impl Done {
             (Done::Unit(reply, result), Ok(())) => {
                 let _ = reply.send(result);
             }
+            (Done::Event(reply, result), Ok(())) => {
+                let _ = reply.send(result);
+            }
+            (Done::Exec(reply, result), Ok(())) => {
+                let _ = reply.send(result);
+            }
             (Done::Claim(reply, _), Err(e)) => {
+                let _ = reply.send(Err(e.clone()));
+            }
+            (Done::Event(reply, _), Err(e)) => {
+                let _ = reply.send(Err(e.clone()));
+            }
+            (Done::Exec(reply, _), Err(e)) => {
                 let _ = reply.send(Err(e.clone()));
             }
             (Done::Unit(reply, _), Err(e)) => {
@@ -238,7 +329,72 @@ impl Done {
     }
 }
 
-async fn run_op(s: &Statements, op: Op) -> Done {
+/// Claims `(ticket, event)` for `job_id`; the job that has it when not ours.
+async fn claim_event(
+    s: &Statements,
+    tenant_id: &str,
+    ticket_id: &str,
+    event: &str,
+    job_id: &str,
+    expired_before_ms: i64,
+) -> Result<Option<String>, StoreError> {
+    execute(&s.event_expire, params![tenant_id, ticket_id, event, expired_before_ms]).await?;
+    execute(&s.event_insert, params![tenant_id, ticket_id, event, job_id, now_ms()]).await?;
+    s.event_select.reset();
+    let first = {
+        let mut rows = s
+            .event_select
+            .query(params![tenant_id, ticket_id, event])
+            .await
+            .map_err(unavailable)?;
+        match rows.next().await.map_err(unavailable)? {
+            Some(row) => Some(row.get::<String>(0).map_err(corrupt)?),
+            None => None,
+        }
+    };
+    s.event_select.reset();
+    Ok(first.filter(|f| f != job_id))
+}
+
+/// Runs an `Exec` operation's statements inside a savepoint, so they apply
+/// all or none although they share the group's transaction.
+async fn exec_all(conn: &Connection, s: &mut Statements, statements: WriteBatch) -> Result<Vec<u64>, StoreError> {
+    conn.execute("SAVEPOINT op", ()).await.map_err(unavailable)?;
+    let mut counts = Vec::with_capacity(statements.len());
+    let mut failed = None;
+    for (sql, values) in statements {
+        let stmt = match s.cached.get(&sql) {
+            Some(stmt) => stmt,
+            None => match conn.prepare(&sql).await {
+                Ok(stmt) => s.cached.entry(sql).or_insert(stmt),
+                Err(e) => {
+                    failed = Some(unavailable(e));
+                    break;
+                }
+            },
+        };
+        match execute(stmt, values).await {
+            Ok(n) => counts.push(n),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    match failed {
+        None => {
+            conn.execute("RELEASE op", ()).await.map_err(unavailable)?;
+            Ok(counts)
+        }
+        Some(e) => {
+            let _ = conn.execute("ROLLBACK TO op", ()).await;
+            let _ = conn.execute("RELEASE op", ()).await;
+            Err(e)
+        }
+    }
+}
+
+async fn run_op(conn: &Connection, s: &mut Statements, op: Op) -> Done {
     match op {
         Op::Claim {
             tenant_id,
@@ -246,10 +402,35 @@ async fn run_op(s: &Statements, op: Op) -> Done {
             job_id,
             correlation_id,
             stale_after_ms,
+            expired_before_ms,
             reply,
         } => {
-            let r = claim(s, &tenant_id, &webhook_id, &job_id, &correlation_id, stale_after_ms).await;
+            let r = claim(
+                s,
+                &tenant_id,
+                &webhook_id,
+                &job_id,
+                &correlation_id,
+                stale_after_ms,
+                expired_before_ms,
+            )
+            .await;
             Done::Claim(reply, r)
+        }
+        Op::ClaimEvent {
+            tenant_id,
+            ticket_id,
+            event,
+            job_id,
+            expired_before_ms,
+            reply,
+        } => {
+            let r = claim_event(s, &tenant_id, &ticket_id, &event, &job_id, expired_before_ms).await;
+            Done::Event(reply, r)
+        }
+        Op::Exec { statements, reply } => {
+            let r = exec_all(conn, s, statements).await;
+            Done::Exec(reply, r)
         }
         Op::Confirm {
             tenant_id,
@@ -274,7 +455,7 @@ async fn run_op(s: &Statements, op: Op) -> Done {
 /// transaction, and answers every caller once the commit returned. A failed
 /// commit answers all of them with its error (nothing of the batch was
 /// written; each caller's request fails as a lone statement would have).
-async fn write(conn: Connection, statements: Statements, mut ops: mpsc::Receiver<Op>) {
+async fn write(conn: Connection, mut statements: Statements, mut ops: mpsc::Receiver<Op>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         if ops.recv_many(&mut batch, MAX_BATCH).await == 0 {
@@ -285,7 +466,7 @@ async fn write(conn: Connection, statements: Statements, mut ops: mpsc::Receiver
             Err(e) => Err(unavailable(e)),
             Ok(_) => {
                 for op in batch.drain(..) {
-                    done.push(run_op(&statements, op).await);
+                    done.push(run_op(&conn, &mut statements, op).await);
                 }
                 match conn.execute("COMMIT", ()).await {
                     Ok(_) => Ok(()),
@@ -302,6 +483,12 @@ async fn write(conn: Connection, statements: Statements, mut ops: mpsc::Receiver
             for op in batch.drain(..) {
                 match op {
                     Op::Claim { reply, .. } => {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                    Op::ClaimEvent { reply, .. } => {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                    Op::Exec { reply, .. } => {
                         let _ = reply.send(Err(e.clone()));
                     }
                     Op::Confirm { reply, .. } | Op::Release { reply, .. } => {

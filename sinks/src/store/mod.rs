@@ -6,11 +6,16 @@
 //! [`EmbeddedStore`] (libSQL under the data dir, shared with the broker's
 //! own libSQL build) is the default; it can be opened by several processes
 //! at once (WAL, busy timeout), so `ticketflow tenants` works while `run` is
-//! up.
+//! up and two `run` processes on one host can share one data dir.
+//! [`ScyllaStore`] is used when `SCYLLA_NODES` is set. Both pass the same
+//! contract suite (`sinks/tests/store_contract.rs`).
 
 mod cache;
 mod embedded;
 mod ledger;
+pub mod migrate;
+mod scylla_store;
+mod seal;
 
 use std::collections::HashMap;
 
@@ -24,6 +29,83 @@ use crate::{RetryHint, Secret};
 
 pub use cache::TenantCache;
 pub use embedded::EmbeddedStore;
+pub use scylla_store::{bucket_of, classify_execution_error, parse_replication, ScyllaConfig, ScyllaStore, CLAIM_BUCKETS};
+pub use seal::{is_sealed, SealError, Sealer};
+
+/// How long idempotency records are kept (ScyllaDB TTLs; the embedded
+/// store deletes them on the same schedule and ignores expired ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// `webhook-id` claims: longer than any sender's redelivery window
+    /// (Standard Webhooks senders retry for up to about 3 days).
+    pub webhook_claims: std::time::Duration,
+    /// `(ticket, event)` claims.
+    pub event_claims: std::time::Duration,
+    /// One-note-per-job records: longer than any replay or retry of a job.
+    pub note_records: std::time::Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        Retention {
+            webhook_claims: std::time::Duration::from_secs(7 * DAY),
+            event_claims: std::time::Duration::from_secs(30 * DAY),
+            note_records: std::time::Duration::from_secs(30 * DAY),
+        }
+    }
+}
+
+/// What both stores are opened with besides their address.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Encrypts SDP tokens and webhook secrets at rest (a no-op without a
+    /// master key).
+    pub sealer: std::sync::Arc<Sealer>,
+    pub retention: Retention,
+    /// Rows fetched per page by list queries.
+    pub page_size: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sealer: std::sync::Arc::new(Sealer::none()),
+            retention: Retention::default(),
+            page_size: 1000,
+        }
+    }
+}
+
+/// The UTC day (`YYYY-MM-DD`) of a millisecond timestamp: the time bucket
+/// of the by-day partitions.
+pub fn day_of(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    // Civil-from-days (Howard Hinnant's algorithm), valid for all i64 days here.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The days (`YYYY-MM-DD`) from `from_ms` to `until_ms` (exclusive), newest
+/// first; at most `max` of them.
+pub fn days_between(from_ms: i64, until_ms: i64, max: usize) -> Vec<String> {
+    const DAY: i64 = 86_400_000;
+    if until_ms <= from_ms {
+        return Vec::new();
+    }
+    let first = from_ms.div_euclid(DAY);
+    let last = (until_ms - 1).div_euclid(DAY);
+    (first..=last).rev().take(max).map(|d| day_of(d * DAY)).collect()
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -35,13 +117,24 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store holds a row it cannot read: {0}")]
     Corrupt(String),
+    /// The store refused the request itself (invalid query, schema
+    /// mismatch, authentication): retrying the same request cannot help.
+    #[error("store rejected the request: {0}")]
+    Rejected(String),
+    /// Tenant removal refused: data remains (use `--purge`).
+    #[error("tenant '{0}' still has history, feedback or claims; remove it with --purge to delete them")]
+    TenantHasData(String),
 }
 
 impl StoreError {
     pub fn retry_hint(&self) -> RetryHint {
         match self {
             StoreError::Unavailable(_) => RetryHint::Retryable { after: None },
-            _ => RetryHint::Permanent,
+            StoreError::TenantExists(_)
+            | StoreError::NoSuchTenant(_)
+            | StoreError::Corrupt(_)
+            | StoreError::Rejected(_)
+            | StoreError::TenantHasData(_) => RetryHint::Permanent,
         }
     }
 }
@@ -75,6 +168,9 @@ pub struct Tenant {
     pub requests_per_minute: u32,
     /// Webhook event types this tenant wants enhanced.
     pub enabled_events: Vec<String>,
+    /// Why the tenant is suspended (webhooks answered 403, stages skip its
+    /// records); `None` when active.
+    pub suspended: Option<String>,
     pub created_at_ms: i64,
 }
 
@@ -102,6 +198,7 @@ impl Tenant {
             api_token_hash: hash_token(api_token),
             requests_per_minute: 600,
             enabled_events: vec!["request_created".to_string()],
+            suspended: None,
             created_at_ms: crate::now_ms(),
         }
     }
@@ -231,11 +328,19 @@ pub enum WebhookClaim {
 #[async_trait]
 pub trait TenantStore: Send + Sync {
     async fn create_tenant(&self, tenant: &Tenant) -> Result<(), StoreError>;
+    /// Replaces the tenant's settings; the API token index follows a changed
+    /// token hash.
     async fn update_tenant(&self, tenant: &Tenant) -> Result<(), StoreError>;
     async fn get_tenant(&self, tenant_id: &str) -> Result<Option<Tenant>, StoreError>;
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError>;
-    async fn remove_tenant(&self, tenant_id: &str) -> Result<bool, StoreError>;
+    /// Removes the tenant. Without `purge` it refuses
+    /// ([`StoreError::TenantHasData`]) while history, feedback or claims
+    /// remain; with it, they are deleted first, so a tenant added later
+    /// under the same id inherits nothing. `Ok(false)`: no such tenant.
+    async fn remove_tenant(&self, tenant_id: &str, purge: bool) -> Result<bool, StoreError>;
     async fn tenant_by_api_token_hash(&self, hash: &str) -> Result<Option<Tenant>, StoreError>;
+    /// Whether any history, feedback or (unexpired) claim of the tenant remains.
+    async fn tenant_has_data(&self, tenant_id: &str) -> Result<bool, StoreError>;
 }
 
 #[async_trait]
@@ -243,15 +348,70 @@ pub trait HistoryStore: Send + Sync {
     /// Writes the row for `(tenant_id, job_id)`, replacing an earlier one.
     async fn put_history(&self, row: &HistoryRow) -> Result<(), StoreError>;
     async fn history_by_job(&self, tenant_id: &str, job_id: &str) -> Result<Option<HistoryRow>, StoreError>;
+    /// Every row of one ticket, newest first.
     async fn history_by_ticket(&self, tenant_id: &str, ticket_id: &str) -> Result<Vec<HistoryRow>, StoreError>;
+    /// Every row of one correlation id (a webhook and its replays), newest first.
+    async fn history_by_correlation(
+        &self,
+        tenant_id: &str,
+        correlation_id: &str,
+    ) -> Result<Vec<HistoryRow>, StoreError>;
+    /// Rows completed in `[from_ms, until_ms)`, newest first, at most `limit`.
+    async fn history_between(
+        &self,
+        tenant_id: &str,
+        from_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<HistoryRow>, StoreError>;
     /// The tenant's most recent rows, newest first.
-    async fn recent_history(&self, tenant_id: &str, limit: u32) -> Result<Vec<HistoryRow>, StoreError>;
+    async fn recent_history(&self, tenant_id: &str, limit: u32) -> Result<Vec<HistoryRow>, StoreError> {
+        self.history_between(tenant_id, 0, crate::now_ms() + 86_400_000, limit)
+            .await
+    }
+}
+
+/// Feedback over a time range, as the feedback stats API reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeedbackStats {
+    pub count: usize,
+    pub average_rating: Option<f64>,
+    /// Share of answers to "was it helpful?" that said yes.
+    pub helpful_ratio: Option<f64>,
+    /// Count per rating, "1" to "5".
+    pub by_rating: std::collections::BTreeMap<String, usize>,
+}
+
+impl FeedbackStats {
+    pub fn of(items: &[Feedback]) -> Self {
+        let count = items.len();
+        let mut by_rating: std::collections::BTreeMap<String, usize> =
+            (1..=5).map(|r: u8| (r.to_string(), 0)).collect();
+        for f in items {
+            *by_rating.entry(f.rating.to_string()).or_default() += 1;
+        }
+        let average_rating =
+            (count > 0).then(|| items.iter().map(|f| f64::from(f.rating)).sum::<f64>() / count as f64);
+        let answered: Vec<bool> = items.iter().filter_map(|f| f.helpful).collect();
+        let helpful_ratio = (!answered.is_empty())
+            .then(|| answered.iter().filter(|h| **h).count() as f64 / answered.len() as f64);
+        FeedbackStats {
+            count,
+            average_rating,
+            helpful_ratio,
+            by_rating,
+        }
+    }
 }
 
 #[async_trait]
 pub trait FeedbackStore: Send + Sync {
     async fn add_feedback(&self, feedback: &Feedback) -> Result<(), StoreError>;
+    /// Feedback created in `[from_ms, until_ms)`, oldest first.
     async fn list_feedback(&self, tenant_id: &str, from_ms: i64, until_ms: i64) -> Result<Vec<Feedback>, StoreError>;
+    async fn feedback_stats(&self, tenant_id: &str, from_ms: i64, until_ms: i64) -> Result<FeedbackStats, StoreError> {
+        Ok(FeedbackStats::of(&self.list_feedback(tenant_id, from_ms, until_ms).await?))
+    }
 }
 
 #[async_trait]
