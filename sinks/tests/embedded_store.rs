@@ -1,245 +1,247 @@
-//! The embedded store's contract: tenant scoping, idempotency claims,
-//! migrations, and use from two handles at once (CLI beside `run`).
+//! What only the embedded store has: its migrations in a file, several
+//! handles (processes) on one file, secrets sealed in the file itself.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 use sinks::servicedesk::SdpAuth;
 use sinks::store::*;
 
-async fn store(dir: &tempfile::TempDir) -> EmbeddedStore {
-    EmbeddedStore::open(&dir.path().join("store.db")).await.unwrap()
-}
-
-fn row(tenant: &str, job: &str, ticket: &str, subject: &str, at: i64) -> HistoryRow {
-    HistoryRow {
-        tenant_id: tenant.into(),
-        job_id: job.into(),
-        ticket_id: ticket.into(),
-        correlation_id: format!("c-{job}"),
-        status: HistoryStatus::Success,
-        method: Some("llm".into()),
-        error_message: None,
-        failed_stage: None,
-        subject: Some(subject.into()),
-        description: None,
-        note_text: Some("note".into()),
-        note_id: Some("1".into()),
-        counts: ContextCountsRow::default(),
-        timings: HashMap::from([("update".to_string(), 5)]),
-        received_at_ms: at - 10,
-        completed_at_ms: at,
+async fn raw(path: &std::path::Path, sql: &str) -> Vec<String> {
+    let db = libsql::Builder::new_local(path).build().await.unwrap();
+    let conn = db.connect().unwrap();
+    let mut rows = conn.query(sql, ()).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().await.unwrap() {
+        out.push(r.get::<String>(0).unwrap_or_default());
     }
+    out
+}
+
+async fn raw_exec(path: &std::path::Path, sql: &str) {
+    let db = libsql::Builder::new_local(path).build().await.unwrap();
+    db.connect().unwrap().execute_batch(sql).await.unwrap();
 }
 
 #[tokio::test]
-async fn tenants_crud_and_token_lookup() {
+async fn migrations_are_recorded_with_checksums_and_applied_once() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir).await;
-    let t = Tenant::new("acme", "http://sdp", SdpAuth::Zoho, "tok", "whsec_AAAA", "api-token-1");
-    s.create_tenant(&t).await.unwrap();
-    assert!(matches!(s.create_tenant(&t).await, Err(StoreError::TenantExists(_))));
-    let got = s.get_tenant("acme").await.unwrap().unwrap();
-    assert_eq!(got.sdp.auth, SdpAuth::Zoho);
-    assert_eq!(got.webhook_secrets.current.expose(), "whsec_AAAA");
-    assert_eq!(
-        s.tenant_by_api_token_hash(&hash_token("api-token-1"))
-            .await
-            .unwrap()
-            .unwrap()
-            .tenant_id,
-        "acme"
-    );
-    assert!(s.tenant_by_api_token_hash(&hash_token("nope")).await.unwrap().is_none());
-
-    // A second handle (as the CLI opens while `run` is up) sees and changes the same data.
-    let other = store(&dir).await;
-    let mut t2 = other.get_tenant("acme").await.unwrap().unwrap();
-    t2.requests_per_minute = 30;
-    other.update_tenant(&t2).await.unwrap();
-    assert_eq!(s.get_tenant("acme").await.unwrap().unwrap().requests_per_minute, 30);
-    assert!(s.remove_tenant("acme").await.unwrap());
-    assert!(!s.remove_tenant("acme").await.unwrap());
-    assert!(s.get_tenant("acme").await.unwrap().is_none());
-}
-
-#[tokio::test]
-async fn history_and_feedback_never_cross_tenants() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir).await;
-    s.put_history(&row("a", "j1", "100", "VPN down", 1000)).await.unwrap();
-    s.put_history(&row("b", "j2", "100", "VPN down", 2000)).await.unwrap();
-    assert_eq!(s.history_by_ticket("a", "100").await.unwrap().len(), 1);
+    let path = dir.path().join("store.db");
+    let s = EmbeddedStore::open(&path).await.unwrap();
+    s.ping().await.unwrap();
+    drop(s);
     assert!(
-        s.history_by_job("a", "j2").await.unwrap().is_none(),
-        "tenant a must not read tenant b's job"
+        EmbeddedStore::migrate_file(&path).await.unwrap().is_empty(),
+        "a new store is complete"
     );
-    assert_eq!(s.recent_history("b", 10).await.unwrap()[0].job_id, "j2");
-    let got = s.history_by_job("a", "j1").await.unwrap().unwrap();
-    assert_eq!(got, row("a", "j1", "100", "VPN down", 1000));
-
-    let fb = Feedback {
-        feedback_id: "f1".into(),
-        tenant_id: "a".into(),
-        job_id: "j1".into(),
-        ticket_id: "100".into(),
-        rating: 4,
-        helpful: Some(true),
-        comment: None,
-        technician: Some("tech".into()),
-        created_at_ms: 5_000,
-    };
-    s.add_feedback(&fb).await.unwrap();
-    assert_eq!(s.list_feedback("a", 0, 10_000).await.unwrap(), vec![fb]);
-    assert!(s.list_feedback("b", 0, 10_000).await.unwrap().is_empty());
-    assert!(s.list_feedback("a", 6_000, 10_000).await.unwrap().is_empty());
+    let recorded = raw(
+        &path,
+        "SELECT name || ' ' || checksum FROM schema_migrations ORDER BY name",
+    )
+    .await;
+    let expected: Vec<String> = migrate::EMBEDDED
+        .iter()
+        .map(|m| format!("{} {}", m.name, m.checksum()))
+        .collect();
+    assert_eq!(recorded, expected);
 }
 
 #[tokio::test]
-async fn idempotency_claims() {
+async fn a_changed_applied_migration_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir).await;
-    let proceed = |j: &str, c: &str| WebhookClaim::Proceed {
-        job_id: j.into(),
-        correlation_id: c.into(),
-    };
-    assert_eq!(
-        s.claim_webhook("a", "w1", "j1", "c1", 60_000).await.unwrap(),
-        proceed("j1", "c1")
+    let path = dir.path().join("store.db");
+    drop(EmbeddedStore::open(&path).await.unwrap());
+    raw_exec(
+        &path,
+        "UPDATE schema_migrations SET checksum = 'deadbeef' WHERE name = '0001_init'",
+    )
+    .await;
+    let e = EmbeddedStore::migrate_file(&path).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("migration 0001_init was applied with checksum deadbeef"),
+        "{e}"
     );
-    assert_eq!(
-        s.claim_webhook("a", "w1", "j2", "c2", 60_000).await.unwrap(),
-        WebhookClaim::InFlight
-    );
-    s.confirm_webhook("a", "w1").await.unwrap();
-    assert_eq!(
-        s.claim_webhook("a", "w1", "j3", "c3", 60_000).await.unwrap(),
-        WebhookClaim::Accepted {
-            job_id: "j1".into(),
-            correlation_id: "c1".into()
-        }
-    );
-    // Same webhook-id under another tenant is a different webhook.
-    assert_eq!(
-        s.claim_webhook("b", "w1", "j4", "c4", 60_000).await.unwrap(),
-        proceed("j4", "c4")
-    );
-    // A released claim (broker did not acknowledge) is retried as the same job;
-    // so is a stale pending one (its writer died).
-    s.release_webhook("b", "w1").await.unwrap();
-    assert_eq!(
-        s.claim_webhook("b", "w1", "j5", "c5", 60_000).await.unwrap(),
-        proceed("j4", "c4")
-    );
-    assert_eq!(
-        s.claim_webhook("b", "w1", "j6", "c6", 60_000).await.unwrap(),
-        WebhookClaim::InFlight
-    );
-    assert_eq!(
-        s.claim_webhook("b", "w1", "j6", "c6", -1).await.unwrap(),
-        proceed("j4", "c4")
-    );
-
-    assert_eq!(s.claim_event("a", "100", "request_created", "j1").await.unwrap(), None);
-    assert_eq!(
-        s.claim_event("a", "100", "request_created", "j1").await.unwrap(),
-        None,
-        "a redelivered job is not its own duplicate"
-    );
-    assert_eq!(
-        s.claim_event("a", "100", "request_created", "j9").await.unwrap(),
-        Some("j1".into())
-    );
-
-    assert_eq!(s.note_state("a", "j1").await.unwrap(), None);
-    s.note_pending("a", "j1", "100").await.unwrap();
-    assert_eq!(s.note_state("a", "j1").await.unwrap(), Some(NoteState::Pending));
-    s.note_posted("a", "j1", "100", "n7").await.unwrap();
-    assert_eq!(
-        s.note_state("a", "j1").await.unwrap(),
-        Some(NoteState::Posted { note_id: "n7".into() })
-    );
-    assert_eq!(s.note_state("b", "j1").await.unwrap(), None);
+    let e = EmbeddedStore::open(&path).await.err().expect("run refuses it too");
+    assert!(e.to_string().contains("0001_init"), "{e}");
 }
 
-/// Ingest's claims are group-committed: many at once share transactions,
-/// yet each caller gets the answer it would get alone, and every answer
-/// given is on disk (a store opened afresh sees it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_webhook_claims_are_committed_together_and_answered_each() {
+#[tokio::test]
+async fn run_refuses_an_older_schema_until_migrate() {
     let dir = tempfile::tempdir().unwrap();
-    let s = std::sync::Arc::new(store(&dir).await);
-    // 2,000 distinct webhooks and 50 racing copies of one more, all at once.
+    let path = dir.path().join("store.db");
+    // A store as the previous release left it: 0001 only, no checksums.
+    raw_exec(
+        &path,
+        &format!(
+            "{}\nCREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at_ms INTEGER NOT NULL);\nINSERT INTO schema_migrations VALUES ('0001_init', 1);",
+            migrate::EMBEDDED[0].text
+        ),
+    )
+    .await;
+    let e = EmbeddedStore::open(&path).await.err().expect("older schema refused");
+    assert!(e.to_string().contains("0002_lifecycle_retention not applied"), "{e}");
+    assert!(e.to_string().contains("ticketflow migrate"), "{e}");
+    assert_eq!(
+        EmbeddedStore::migrate_file(&path).await.unwrap(),
+        ["0002_lifecycle_retention"]
+    );
+    let s = EmbeddedStore::open(&path).await.unwrap();
+    s.ping().await.unwrap();
+    let sums = raw(&path, "SELECT checksum FROM schema_migrations WHERE name = '0001_init'").await;
+    assert_eq!(sums, [migrate::EMBEDDED[0].checksum()], "the old row got its checksum");
+}
+
+#[tokio::test]
+async fn a_store_migrated_by_a_newer_binary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    drop(EmbeddedStore::open(&path).await.unwrap());
+    raw_exec(&path, "INSERT INTO schema_migrations VALUES ('0099_future', 1, 'x')").await;
+    let e = EmbeddedStore::open(&path).await.err().unwrap();
+    assert!(
+        e.to_string().contains("0099_future") && e.to_string().contains("newer"),
+        "{e}"
+    );
+}
+
+/// Two handles on one file (two processes on one host, or the CLI beside
+/// `run`): writes of either are seen by the other, and a claim raced from
+/// both has one winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_handles_share_one_file_and_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let (a, b) = tokio::join!(EmbeddedStore::open(&path), EmbeddedStore::open(&path));
+    let (a, b) = (Arc::new(a.unwrap()), Arc::new(b.unwrap()));
+    a.create_tenant(&Tenant::new(
+        "acme",
+        "http://sdp",
+        SdpAuth::Zoho,
+        "tok",
+        "whsec_AAAA",
+        "api-1",
+    ))
+    .await
+    .unwrap();
+    let mut t = b.get_tenant("acme").await.unwrap().unwrap();
+    t.requests_per_minute = 30;
+    b.update_tenant(&t).await.unwrap();
+    assert_eq!(a.get_tenant("acme").await.unwrap().unwrap().requests_per_minute, 30);
+
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..2_000 {
-        let s = s.clone();
+    for i in 0..200 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.spawn(async move {
-            let (w, j) = (format!("w{i}"), format!("j{i}"));
-            let claim = s.claim_webhook("t", &w, &j, "c", 60_000).await.unwrap();
-            assert_eq!(
-                claim,
-                WebhookClaim::Proceed {
-                    job_id: j,
-                    correlation_id: "c".into()
-                }
-            );
-            s.confirm_webhook("t", &w).await.unwrap();
-            0
-        });
-    }
-    for i in 0..50 {
-        let s = s.clone();
-        tasks.spawn(async move {
-            match s
-                .claim_webhook("t", "race", &format!("r{i}"), "c", 60_000)
-                .await
-                .unwrap()
-            {
-                WebhookClaim::Proceed { .. } => 1,
-                WebhookClaim::InFlight => 0,
-                other => panic!("a racing claim got {other:?}"),
-            }
+            let w = format!("w{}", i / 2);
+            matches!(
+                s.claim_webhook("acme", &w, &format!("j{i}"), "c", 60_000)
+                    .await
+                    .unwrap(),
+                WebhookClaim::Proceed { .. }
+            )
         });
     }
     let mut winners = 0;
     while let Some(r) = tasks.join_next().await {
-        winners += r.unwrap();
-    }
-    assert_eq!(winners, 1, "exactly one of 50 racing claims proceeds");
-    drop(s);
-
-    let again = store(&dir).await;
-    for i in [0, 999, 1_999] {
-        assert_eq!(
-            again
-                .claim_webhook("t", &format!("w{i}"), "other", "x", 60_000)
-                .await
-                .unwrap(),
-            WebhookClaim::Accepted {
-                job_id: format!("j{i}"),
-                correlation_id: "c".into()
-            },
-            "confirmed claim w{i} survives reopening"
-        );
+        winners += r.unwrap() as usize;
     }
     assert_eq!(
-        again.claim_webhook("t", "race", "late", "x", 60_000).await.unwrap(),
-        WebhookClaim::InFlight,
-        "the racing winner's pending claim is on disk"
+        winners, 100,
+        "each of 100 webhook-ids claimed from both handles has one winner"
     );
-    // Another tenant never sees these claims.
-    assert!(matches!(
-        again.claim_webhook("u", "w0", "ju", "cu", 60_000).await.unwrap(),
-        WebhookClaim::Proceed { job_id, .. } if job_id == "ju"
-    ));
 }
 
 #[tokio::test]
-async fn migrations_apply_once() {
+async fn sealed_secrets_are_not_in_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir).await;
-    assert!(
-        s.migrate().await.unwrap().is_empty(),
-        "open() already applied every migration"
+    let path = dir.path().join("store.db");
+    let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let options = StoreOptions {
+        sealer: Arc::new(Sealer::from_key_text(key).unwrap()),
+        ..Default::default()
+    };
+    let s = EmbeddedStore::open_with(&path, options).await.unwrap();
+    s.create_tenant(&Tenant::new(
+        "acme",
+        "http://sdp",
+        SdpAuth::Zoho,
+        "sdp-tok-123",
+        "whsec_AAAA",
+        "api-1",
+    ))
+    .await
+    .unwrap();
+    let stored = raw(
+        &path,
+        "SELECT sdp_token FROM tenants UNION ALL SELECT webhook_secret FROM tenants",
+    )
+    .await;
+    assert!(stored.iter().all(|v| is_sealed(v)), "{stored:?}");
+    assert!(stored
+        .iter()
+        .all(|v| !v.contains("sdp-tok-123") && !v.contains("whsec_AAAA")));
+    drop(s);
+    // Without the key the secrets cannot be read: a clear error, not garbage.
+    let plain = EmbeddedStore::open(&path).await.unwrap();
+    let e = plain.get_tenant("acme").await.unwrap_err();
+    assert!(e.to_string().contains("TICKETFLOW_MASTER_KEY is not set"), "{e}");
+    let wrong = StoreOptions {
+        sealer: Arc::new(Sealer::from_key_text(&"ab".repeat(32)).unwrap()),
+        ..Default::default()
+    };
+    let e = EmbeddedStore::open_with(&path, wrong)
+        .await
+        .unwrap()
+        .get_tenant("acme")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("does not decrypt"), "{e}");
+}
+
+#[tokio::test]
+async fn the_sweep_deletes_only_expired_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let options = StoreOptions {
+        retention: Retention {
+            webhook_claims: std::time::Duration::from_secs(3600),
+            event_claims: std::time::Duration::from_secs(3600),
+            note_records: std::time::Duration::from_secs(3600),
+        },
+        ..Default::default()
+    };
+    let s = EmbeddedStore::open_with(&path, options).await.unwrap();
+    s.claim_webhook("a", "fresh", "j1", "c", 60_000).await.unwrap();
+    s.claim_event("a", "1", "request_created", "j1").await.unwrap();
+    s.note_pending("a", "j1", "1").await.unwrap();
+    let two_hours_ago = sinks::now_ms() - 7_200_000;
+    raw_exec(
+        &path,
+        &format!(
+            "INSERT INTO webhook_dedup VALUES ('a', 'old', 'j0', 'c', 'accepted', {two_hours_ago});
+             INSERT INTO event_dedup VALUES ('a', '0', 'request_created', 'j0', {two_hours_ago});
+             INSERT INTO note_idempotency VALUES ('a', 'j0', '0', 'posted', 'n0', {two_hours_ago});"
+        ),
+    )
+    .await;
+    assert_eq!(
+        s.note_state("a", "j0").await.unwrap(),
+        None,
+        "expired rows are ignored before the sweep"
     );
-    s.ping().await.unwrap();
+    // (The background sweep, which starts with the store, may have taken
+    // some of them already.)
+    assert!(s.sweep_expired().await.unwrap() <= 3);
+    let left = raw(
+        &path,
+        "SELECT webhook_id FROM webhook_dedup UNION ALL SELECT job_id FROM event_dedup UNION ALL SELECT job_id FROM note_idempotency",
+    )
+    .await;
+    assert_eq!(left, ["fresh", "j1", "j1"], "only the expired rows went");
+    assert_eq!(s.sweep_expired().await.unwrap(), 0);
+    assert_eq!(s.note_state("a", "j1").await.unwrap(), Some(NoteState::Pending));
+    assert!(matches!(
+        s.claim_webhook("a", "fresh", "j9", "c", 60_000).await.unwrap(),
+        WebhookClaim::InFlight
+    ));
 }

@@ -410,7 +410,9 @@ async fn sweep(writer: &super::ledger::Ledger, retention: Retention) -> Result<u
         loop {
             let n = writer
                 .exec_one(
-                    format!("DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT ?2)"),
+                    format!(
+                        "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ?1 LIMIT ?2)"
+                    ),
                     vec![before(ttl).into(), SWEEP_CHUNK.into()],
                 )
                 .await?;
@@ -503,8 +505,17 @@ impl TenantStore for EmbeddedStore {
         // One atomic write: the tenant and (with purge) all its rows.
         let mut statements: Vec<(String, Vec<Value>)> = Vec::new();
         if purge {
-            for table in ["enhancement_history", "feedback", "note_idempotency", "webhook_dedup", "event_dedup"] {
-                statements.push((format!("DELETE FROM {table} WHERE tenant_id = ?1"), vec![text(tenant_id)]));
+            for table in [
+                "enhancement_history",
+                "feedback",
+                "note_idempotency",
+                "webhook_dedup",
+                "event_dedup",
+            ] {
+                statements.push((
+                    format!("DELETE FROM {table} WHERE tenant_id = ?1"),
+                    vec![text(tenant_id)],
+                ));
             }
         }
         statements.push(("DELETE FROM tenants WHERE tenant_id = ?1".into(), vec![text(tenant_id)]));

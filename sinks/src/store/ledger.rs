@@ -295,7 +295,10 @@ enum Done {
         oneshot::Sender<Result<Option<String>, StoreError>>,
         Result<Option<String>, StoreError>,
     ),
-    Exec(oneshot::Sender<Result<Vec<u64>, StoreError>>, Result<Vec<u64>, StoreError>),
+    Exec(
+        oneshot::Sender<Result<Vec<u64>, StoreError>>,
+        Result<Vec<u64>, StoreError>,
+    ),
 }
 
 impl Done {

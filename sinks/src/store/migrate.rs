@@ -26,7 +26,10 @@ impl Migration {
 }
 
 pub fn checksum(text: &str) -> String {
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The embedded store's migrations (`migrations/embedded/*.sql`), in order.
@@ -155,9 +158,17 @@ mod tests {
         assert_eq!(pending(M, &[]).unwrap().len(), 2);
         let todo = pending(M, &[applied("0001_a", Some("CREATE TABLE a (x int);"))]).unwrap();
         assert_eq!(todo.iter().map(|m| m.name).collect::<Vec<_>>(), ["0002_b"]);
-        assert!(pending(M, &[applied("0001_a", None)]).is_ok(), "rows from before checksums are trusted");
+        assert!(
+            pending(M, &[applied("0001_a", None)]).is_ok(),
+            "rows from before checksums are trusted"
+        );
         let changed = pending(M, &[applied("0001_a", Some("CREATE TABLE a (y int);"))]).unwrap_err();
-        assert!(changed.to_string().contains("migration 0001_a was applied with checksum"), "{changed}");
+        assert!(
+            changed
+                .to_string()
+                .contains("migration 0001_a was applied with checksum"),
+            "{changed}"
+        );
         let unknown = pending(M, &[applied("0003_c", Some("x"))]).unwrap_err();
         assert!(unknown.to_string().contains("newer Ticketflow"), "{unknown}");
         let old = require_current(M, &[applied("0001_a", None)], "store x").unwrap_err();
@@ -174,7 +185,9 @@ mod tests {
     #[test]
     fn every_shipped_migration_file_is_listed() {
         for (dir, list, ext) in [("embedded", EMBEDDED, "sql"), ("scylla", SCYLLA, "cql")] {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations").join(dir);
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../migrations")
+                .join(dir);
             let mut files: Vec<String> = std::fs::read_dir(&path)
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -29,7 +29,9 @@ use crate::{RetryHint, Secret};
 
 pub use cache::TenantCache;
 pub use embedded::EmbeddedStore;
-pub use scylla_store::{bucket_of, classify_execution_error, parse_replication, ScyllaConfig, ScyllaStore, CLAIM_BUCKETS};
+pub use scylla_store::{
+    bucket_of, classify_execution_error, parse_replication, ScyllaConfig, ScyllaStore, CLAIM_BUCKETS,
+};
 pub use seal::{is_sealed, SealError, Sealer};
 
 /// How long idempotency records are kept (ScyllaDB TTLs; the embedded
@@ -390,11 +392,10 @@ impl FeedbackStats {
         for f in items {
             *by_rating.entry(f.rating.to_string()).or_default() += 1;
         }
-        let average_rating =
-            (count > 0).then(|| items.iter().map(|f| f64::from(f.rating)).sum::<f64>() / count as f64);
+        let average_rating = (count > 0).then(|| items.iter().map(|f| f64::from(f.rating)).sum::<f64>() / count as f64);
         let answered: Vec<bool> = items.iter().filter_map(|f| f.helpful).collect();
-        let helpful_ratio = (!answered.is_empty())
-            .then(|| answered.iter().filter(|h| **h).count() as f64 / answered.len() as f64);
+        let helpful_ratio =
+            (!answered.is_empty()).then(|| answered.iter().filter(|h| **h).count() as f64 / answered.len() as f64);
         FeedbackStats {
             count,
             average_rating,
@@ -410,7 +411,9 @@ pub trait FeedbackStore: Send + Sync {
     /// Feedback created in `[from_ms, until_ms)`, oldest first.
     async fn list_feedback(&self, tenant_id: &str, from_ms: i64, until_ms: i64) -> Result<Vec<Feedback>, StoreError>;
     async fn feedback_stats(&self, tenant_id: &str, from_ms: i64, until_ms: i64) -> Result<FeedbackStats, StoreError> {
-        Ok(FeedbackStats::of(&self.list_feedback(tenant_id, from_ms, until_ms).await?))
+        Ok(FeedbackStats::of(
+            &self.list_feedback(tenant_id, from_ms, until_ms).await?,
+        ))
     }
 }
 

@@ -36,9 +36,9 @@ use sha2::{Digest, Sha256};
 
 use super::migrate::{self, Applied};
 use super::seal::{open_tenant_secrets, seal_tenant_secrets};
-use crate::servicedesk::{SdpAuth, SdpTenant};
 use super::*;
 use crate::now_ms;
+use crate::servicedesk::{SdpAuth, SdpTenant};
 
 /// Partitions per tenant of each claims table: claims of one tenant spread
 /// over this many partitions (so lightweight transactions of one busy
@@ -161,7 +161,13 @@ impl ScyllaConfig {
             .split(',')
             .map(str::trim)
             .filter(|n| !n.is_empty())
-            .map(|n| if n.contains(':') { n.to_string() } else { format!("{n}:9042") })
+            .map(|n| {
+                if n.contains(':') {
+                    n.to_string()
+                } else {
+                    format!("{n}:9042")
+                }
+            })
             .collect();
         if nodes.is_empty() {
             return Err("SCYLLA_NODES is set but names no node (expected host[:port],...)".into());
@@ -226,7 +232,10 @@ impl ScyllaConfig {
             .map_err(|e| StoreError::Rejected(format!("cannot read SCYLLA_TLS_CA_FILE {}: {e}", path.display())))?;
         for cert in certs {
             let cert = cert.map_err(|e| {
-                StoreError::Rejected(format!("SCYLLA_TLS_CA_FILE {} holds a bad certificate: {e}", path.display()))
+                StoreError::Rejected(format!(
+                    "SCYLLA_TLS_CA_FILE {} holds a bad certificate: {e}",
+                    path.display()
+                ))
             })?;
             roots
                 .add(cert)
@@ -598,16 +607,31 @@ impl Statements {
             s.set_page_size(page_size.clamp(1, i32::MAX as u32) as i32);
             Ok::<_, StoreError>(s)
         };
-        let table_of = ["history_by_job", "history_by_ticket", "history_by_correlation", "history_by_day"];
+        let table_of = [
+            "history_by_job",
+            "history_by_ticket",
+            "history_by_correlation",
+            "history_by_day",
+        ];
         let mut history_insert = Vec::new();
         for t in table_of {
-            history_insert.push(p(format!("INSERT INTO {ks}.{t} ({HISTORY_COLUMNS}) VALUES ({HISTORY_MARKS})")).await?);
+            history_insert.push(
+                p(format!(
+                    "INSERT INTO {ks}.{t} ({HISTORY_COLUMNS}) VALUES ({HISTORY_MARKS})"
+                ))
+                .await?,
+            );
         }
         let claims = ["webhook_claims", "event_claims", "note_records"];
         let mut claims_any = Vec::new();
         let mut claims_delete = Vec::new();
         for t in claims {
-            claims_any.push(p(format!("SELECT tenant_id FROM {ks}.{t} WHERE tenant_id = ? AND bucket = ? LIMIT 1")).await?);
+            claims_any.push(
+                p(format!(
+                    "SELECT tenant_id FROM {ks}.{t} WHERE tenant_id = ? AND bucket = ? LIMIT 1"
+                ))
+                .await?,
+            );
             claims_delete.push(p(format!("DELETE FROM {ks}.{t} WHERE tenant_id = ? AND bucket = ?")).await?);
         }
         let three = |v: Vec<PreparedStatement>| -> [PreparedStatement; 3] {
@@ -884,7 +908,11 @@ impl ScyllaStore {
     }
 
     /// Runs one statement for each of `values`, 32 at a time.
-    async fn exec_all<V: SerializeRow + Send + Sync>(&self, stmt: &PreparedStatement, values: &[V]) -> Result<(), StoreError> {
+    async fn exec_all<V: SerializeRow + Send + Sync>(
+        &self,
+        stmt: &PreparedStatement,
+        values: &[V],
+    ) -> Result<(), StoreError> {
         for chunk in values.chunks(32) {
             let mut running = Vec::with_capacity(chunk.len());
             for v in chunk {
@@ -901,7 +929,8 @@ impl TenantStore for ScyllaStore {
     async fn create_tenant(&self, t: &Tenant) -> Result<(), StoreError> {
         let row = self.tenant_cql(t)?;
         // The token index first: a tenant row is never visible without it.
-        self.exec(&self.s.token_put, (&row.api_token_hash, &row.tenant_id)).await?;
+        self.exec(&self.s.token_put, (&row.api_token_hash, &row.tenant_id))
+            .await?;
         let outcome = self.lwt(&self.s.tenant_insert, &row).await?;
         if !outcome.applied {
             // The existing tenant keeps its own token; ours must not point at it.
@@ -921,7 +950,8 @@ impl TenantStore for ScyllaStore {
         };
         let token_changed = before.api_token_hash != row.api_token_hash;
         if token_changed {
-            self.exec(&self.s.token_put, (&row.api_token_hash, &row.tenant_id)).await?;
+            self.exec(&self.s.token_put, (&row.api_token_hash, &row.tenant_id))
+                .await?;
         }
         if !self.lwt(&self.s.tenant_update, &row).await?.applied {
             return Err(StoreError::NoSuchTenant(t.tenant_id.clone()));
@@ -939,7 +969,10 @@ impl TenantStore for ScyllaStore {
 
     async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
         let rows: Vec<TenantCql> = self.select(&self.s.tenant_list, (), None).await?;
-        let mut out = rows.into_iter().map(|r| self.tenant_of(r)).collect::<Result<Vec<_>, _>>()?;
+        let mut out = rows
+            .into_iter()
+            .map(|r| self.tenant_of(r))
+            .collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| a.tenant_id.cmp(&b.tenant_id));
         Ok(out)
     }
@@ -980,7 +1013,11 @@ impl TenantStore for ScyllaStore {
                 for b in chunk {
                     running.push(self.select::<(String,)>(stmt, (tenant_id, *b), Some(1)));
                 }
-                if futures::future::try_join_all(running).await?.iter().any(|r| !r.is_empty()) {
+                if futures::future::try_join_all(running)
+                    .await?
+                    .iter()
+                    .any(|r| !r.is_empty())
+                {
                     return Ok(true);
                 }
             }
@@ -1000,11 +1037,13 @@ impl ScyllaStore {
                 let tenant = tenant_id.to_string();
                 let jobs: Vec<(String, String)> = keys.iter().map(|(j, _, _)| (tenant.clone(), j.clone())).collect();
                 self.exec_all(&self.s.history_delete_job, &jobs).await?;
-                let mut tickets: Vec<(String, String)> = keys.iter().map(|(_, t, _)| (tenant.clone(), t.clone())).collect();
+                let mut tickets: Vec<(String, String)> =
+                    keys.iter().map(|(_, t, _)| (tenant.clone(), t.clone())).collect();
                 tickets.sort_unstable();
                 tickets.dedup();
                 self.exec_all(&self.s.history_delete_ticket, &tickets).await?;
-                let mut corrs: Vec<(String, String)> = keys.iter().map(|(_, _, c)| (tenant.clone(), c.clone())).collect();
+                let mut corrs: Vec<(String, String)> =
+                    keys.iter().map(|(_, _, c)| (tenant.clone(), c.clone())).collect();
                 corrs.sort_unstable();
                 corrs.dedup();
                 self.exec_all(&self.s.history_delete_correlation, &corrs).await?;
@@ -1043,7 +1082,11 @@ impl HistoryStore for ScyllaStore {
         batch.append_statement(self.s.day_put.clone());
         let day = (r.tenant_id.as_str(), "history", row.day.as_str());
         match old {
-            Some(o) if o.completed_at_ms != row.completed_at_ms || o.ticket_id != row.ticket_id || o.correlation_id != row.correlation_id => {
+            Some(o)
+                if o.completed_at_ms != row.completed_at_ms
+                    || o.ticket_id != row.ticket_id
+                    || o.correlation_id != row.correlation_id =>
+            {
                 batch.append_statement(self.s.history_delete_ticket_row.clone());
                 batch.append_statement(self.s.history_delete_correlation_row.clone());
                 batch.append_statement(self.s.history_delete_day_row.clone());
@@ -1070,12 +1113,16 @@ impl HistoryStore for ScyllaStore {
     }
 
     async fn history_by_job(&self, tenant_id: &str, job_id: &str) -> Result<Option<HistoryRow>, StoreError> {
-        let rows: Vec<HistoryCql> = self.select(&self.s.history_by_job, (tenant_id, job_id), Some(1)).await?;
+        let rows: Vec<HistoryCql> = self
+            .select(&self.s.history_by_job, (tenant_id, job_id), Some(1))
+            .await?;
         rows.into_iter().next().map(HistoryRow::try_from).transpose()
     }
 
     async fn history_by_ticket(&self, tenant_id: &str, ticket_id: &str) -> Result<Vec<HistoryRow>, StoreError> {
-        let rows: Vec<HistoryCql> = self.select(&self.s.history_by_ticket, (tenant_id, ticket_id), None).await?;
+        let rows: Vec<HistoryCql> = self
+            .select(&self.s.history_by_ticket, (tenant_id, ticket_id), None)
+            .await?;
         rows.into_iter().map(HistoryRow::try_from).collect()
     }
 
@@ -1200,17 +1247,26 @@ impl IdempotencyStore for ScyllaStore {
         let b = bucket_of(job_id);
         let now = now_ms();
         let updated = self
-            .lwt(&self.s.note_posted_update, (ttl, note_id, ticket_id, now, tenant_id, b, job_id))
+            .lwt(
+                &self.s.note_posted_update,
+                (ttl, note_id, ticket_id, now, tenant_id, b, job_id),
+            )
             .await?;
         if !updated.applied {
             let inserted = self
-                .lwt(&self.s.note_posted_insert, (tenant_id, b, job_id, ticket_id, note_id, now, ttl))
+                .lwt(
+                    &self.s.note_posted_insert,
+                    (tenant_id, b, job_id, ticket_id, note_id, now, ttl),
+                )
                 .await?;
             if !inserted.applied {
                 // Written between our two statements (a pending record):
                 // the update now finds it.
-                self.lwt(&self.s.note_posted_update, (ttl, note_id, ticket_id, now, tenant_id, b, job_id))
-                    .await?;
+                self.lwt(
+                    &self.s.note_posted_update,
+                    (ttl, note_id, ticket_id, now, tenant_id, b, job_id),
+                )
+                .await?;
             }
         }
         Ok(())
@@ -1277,15 +1333,21 @@ impl IdempotencyStore for ScyllaStore {
 
     async fn confirm_webhook(&self, tenant_id: &str, webhook_id: &str) -> Result<(), StoreError> {
         let ttl = ttl_secs(self.options.retention.webhook_claims);
-        self.lwt(&self.s.webhook_confirm, (ttl, tenant_id, bucket_of(webhook_id), webhook_id))
-            .await?;
+        self.lwt(
+            &self.s.webhook_confirm,
+            (ttl, tenant_id, bucket_of(webhook_id), webhook_id),
+        )
+        .await?;
         Ok(())
     }
 
     async fn release_webhook(&self, tenant_id: &str, webhook_id: &str) -> Result<(), StoreError> {
         let ttl = ttl_secs(self.options.retention.webhook_claims);
-        self.lwt(&self.s.webhook_release, (ttl, tenant_id, bucket_of(webhook_id), webhook_id))
-            .await?;
+        self.lwt(
+            &self.s.webhook_release,
+            (ttl, tenant_id, bucket_of(webhook_id), webhook_id),
+        )
+        .await?;
         Ok(())
     }
 

@@ -38,7 +38,11 @@ pub struct Sealer {
 
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.key.is_some() { "Sealer(key)" } else { "Sealer(none)" })
+        f.write_str(if self.key.is_some() {
+            "Sealer(key)"
+        } else {
+            "Sealer(none)"
+        })
     }
 }
 
@@ -114,7 +118,10 @@ impl Sealer {
         let Some(body) = stored.strip_prefix(PREFIX) else {
             return Ok(stored.to_string());
         };
-        let key = self.key.as_ref().ok_or_else(|| SealError::NoKey(tenant_id.to_string()))?;
+        let key = self
+            .key
+            .as_ref()
+            .ok_or_else(|| SealError::NoKey(tenant_id.to_string()))?;
         let fail = || SealError::Open {
             tenant: tenant_id.to_string(),
             field: field.to_string(),
@@ -149,13 +156,29 @@ mod tests {
         let sealed = s.seal("acme", "sdp_token", "tok-123").unwrap();
         assert!(is_sealed(&sealed));
         assert!(!sealed.contains("tok-123"));
-        assert_ne!(sealed, s.seal("acme", "sdp_token", "tok-123").unwrap(), "fresh nonce per value");
+        assert_ne!(
+            sealed,
+            s.seal("acme", "sdp_token", "tok-123").unwrap(),
+            "fresh nonce per value"
+        );
         assert_eq!(s.open("acme", "sdp_token", &sealed).unwrap(), "tok-123");
-        assert!(matches!(s.open("globex", "sdp_token", &sealed), Err(SealError::Open { .. })));
-        assert!(matches!(s.open("acme", "webhook_secret", &sealed), Err(SealError::Open { .. })));
+        assert!(matches!(
+            s.open("globex", "sdp_token", &sealed),
+            Err(SealError::Open { .. })
+        ));
+        assert!(matches!(
+            s.open("acme", "webhook_secret", &sealed),
+            Err(SealError::Open { .. })
+        ));
         let other = Sealer::from_key_text(&STANDARD.encode([7u8; 32])).unwrap();
-        assert!(matches!(other.open("acme", "sdp_token", &sealed), Err(SealError::Open { .. })));
-        assert!(matches!(Sealer::none().open("acme", "sdp_token", &sealed), Err(SealError::NoKey(_))));
+        assert!(matches!(
+            other.open("acme", "sdp_token", &sealed),
+            Err(SealError::Open { .. })
+        ));
+        assert!(matches!(
+            Sealer::none().open("acme", "sdp_token", &sealed),
+            Err(SealError::NoKey(_))
+        ));
         // Rows written before the key was set still read.
         assert_eq!(s.open("acme", "sdp_token", "plain").unwrap(), "plain");
     }
@@ -163,7 +186,10 @@ mod tests {
     #[test]
     fn bad_keys_are_refused_with_the_reason() {
         assert_eq!(Sealer::from_key_text("abcd").unwrap_err(), SealError::KeyLength(3));
-        assert_eq!(Sealer::from_key_text("not base64 !!").unwrap_err(), SealError::KeyEncoding);
+        assert_eq!(
+            Sealer::from_key_text("not base64 !!").unwrap_err(),
+            SealError::KeyEncoding
+        );
         assert_eq!(
             Sealer::from_key_text(&STANDARD.encode([1u8; 16])).unwrap_err(),
             SealError::KeyLength(16)
@@ -192,7 +218,9 @@ fn store_error(e: SealError) -> super::StoreError {
 pub(crate) fn seal_tenant_secrets(sealer: &Sealer, t: &super::Tenant) -> Result<StoredSecrets, super::StoreError> {
     let id = &t.tenant_id;
     Ok(StoredSecrets {
-        sdp_token: sealer.seal(id, "sdp_token", t.sdp.token.expose()).map_err(store_error)?,
+        sdp_token: sealer
+            .seal(id, "sdp_token", t.sdp.token.expose())
+            .map_err(store_error)?,
         webhook_secret: sealer
             .seal(id, "webhook_secret", t.webhook_secrets.current.expose())
             .map_err(store_error)?,
@@ -213,7 +241,12 @@ pub(crate) fn open_tenant_secrets(
     webhook_secret: &str,
     previous: Option<&str>,
 ) -> Result<OpenedSecrets, super::StoreError> {
-    let open = |field: &str, v: &str| sealer.open(tenant_id, field, v).map(crate::Secret::new).map_err(store_error);
+    let open = |field: &str, v: &str| {
+        sealer
+            .open(tenant_id, field, v)
+            .map(crate::Secret::new)
+            .map_err(store_error)
+    };
     Ok(OpenedSecrets {
         sdp_token: open("sdp_token", sdp_token)?,
         webhook_secret: open("webhook_secret", webhook_secret)?,
