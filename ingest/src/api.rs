@@ -193,30 +193,15 @@ pub async fn feedback_stats(
 ) -> Result<Json<Value>, ApiError> {
     let tenant = authenticate(&state, &headers).await?;
     let (from, until) = range(&r)?;
-    let items = state
+    let stats = state
         .tenants
         .store()
-        .list_feedback(&tenant.tenant_id, from, until)
+        .feedback_stats(&tenant.tenant_id, from, until)
         .await?;
-    let count = items.len();
-    let mut by_rating: BTreeMap<String, usize> = (1..=5).map(|r| (r.to_string(), 0)).collect();
-    for f in &items {
-        *by_rating.entry(f.rating.to_string()).or_default() += 1;
-    }
-    let avg = if count == 0 {
-        None
-    } else {
-        Some(items.iter().map(|f| f.rating as f64).sum::<f64>() / count as f64)
-    };
-    let answered: Vec<bool> = items.iter().filter_map(|f| f.helpful).collect();
-    let helpful_ratio = if answered.is_empty() {
-        None
-    } else {
-        Some(answered.iter().filter(|h| **h).count() as f64 / answered.len() as f64)
-    };
     Ok(Json(json!({
         "tenant_id": tenant.tenant_id, "from_ms": from, "until_ms": until,
-        "count": count, "average_rating": avg, "helpful_ratio": helpful_ratio, "by_rating": by_rating
+        "count": stats.count, "average_rating": stats.average_rating,
+        "helpful_ratio": stats.helpful_ratio, "by_rating": stats.by_rating
     })))
 }
 

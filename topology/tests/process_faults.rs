@@ -746,3 +746,85 @@ async fn a_second_stage_process_joining_and_leaving_mid_stream_loses_and_duplica
     assert!(status.success(), "broker after SIGTERM: {status:?}");
     eprintln!("test took {:.1} s", t0.elapsed().as_secs_f64());
 }
+
+/// Issue 10's acceptance: two `ticketflow run` processes on one host share
+/// one data dir (one store file), each running every stage, while 2,000
+/// webhooks arrive: exactly 2,000 notes, one per webhook, and both
+/// processes did part of the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_run_processes_sharing_one_data_dir_post_exactly_one_note_per_webhook() {
+    const N: usize = 2_000;
+    let t0 = Instant::now();
+    let (c, mut broker) = Cluster::start().await;
+    let http = reqwest::Client::new();
+    let mut a = c.run("run-a", &["run"]);
+    wait_ready(&http, &c.base, &mut a).await;
+    // B: every stage, no ingest, the same environment and so the same store file.
+    let mut b = c.run(
+        "run-b",
+        &["run", "--stages", "validate,context,synthesize,update,record"],
+    );
+    wait_assigned(&mut b, Duration::from_secs(60));
+
+    // 2,000 webhooks, 16 at a time; a 503 (claim released) is sent again.
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let mut sending = tokio::task::JoinSet::new();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..16 {
+        let (base, secret, ledger, next) = (c.base.clone(), c.secret.clone(), ledger.clone(), next.clone());
+        sending.spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= N || Instant::now() > deadline {
+                    return;
+                }
+                loop {
+                    match send(&http, &base, &secret, i).await {
+                        Sent::Accepted(job) => {
+                            ledger.lock().unwrap().accepted.insert(i, job);
+                            break;
+                        }
+                        Sent::Status(503, _) if Instant::now() < deadline => {
+                            ledger.lock().unwrap().retried += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Sent::Lost(e) => {
+                            ledger.lock().unwrap().unexpected.push(format!("webhook {i}: no answer: {e}"));
+                            break;
+                        }
+                        Sent::Refused => {
+                            ledger.lock().unwrap().unexpected.push(format!("webhook {i}: refused"));
+                            break;
+                        }
+                        Sent::Status(s, body) => {
+                            ledger.lock().unwrap().unexpected.push(format!("webhook {i}: {s} {body}"));
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    while let Some(r) = sending.join_next().await {
+        r.unwrap();
+    }
+    let mut ledger = Arc::try_unwrap(ledger).unwrap().into_inner().unwrap();
+    ledger.sent = N;
+    ledger.done = true;
+    assert_eq!(ledger.accepted.len(), N, "every webhook accepted: {:?}", ledger.unexpected);
+
+    settle_and_check(&c, &ledger).await;
+    assert_eq!(c.sdp.notes().len(), N, "exactly one note per webhook");
+    let (a_notes, b_notes) = (count(&a.logs(), "note posted"), count(&b.logs(), "note posted"));
+    eprintln!("A posted {a_notes} notes, B {b_notes}");
+    assert_eq!(a_notes + b_notes, N);
+    assert!(a_notes > 0 && b_notes > 0, "both processes shared the work (A {a_notes}, B {b_notes})");
+
+    for (p, who) in [(&mut b, "B"), (&mut a, "A"), (&mut broker, "broker")] {
+        let status = p.terminate();
+        assert!(status.success(), "{who} after SIGTERM: {status:?}");
+    }
+    eprintln!("test took {:.1} s", t0.elapsed().as_secs_f64());
+}
