@@ -2,7 +2,7 @@
 //! feedback and enhancement history. Admin API (bearer
 //! `TICKETFLOW_ADMIN_TOKEN`): consumer lag and dead-letter topics.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};

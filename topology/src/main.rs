@@ -77,23 +77,51 @@ enum Command {
 enum TenantsCmd {
     /// Add a tenant; prints its webhook secret and API token (shown once).
     Add(AddArgs),
+    /// Change a tenant's SDP settings, rate limit or events (only what is given; keeps its API token).
+    Update(UpdateArgs),
     /// List tenants (no secrets).
     List {
         #[arg(long)]
         json: bool,
     },
+    /// Suspend a tenant: its webhooks get 403 and queued records are skipped.
+    Suspend {
+        tenant_id: String,
+        /// Why (recorded in the history of skipped records).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a suspended tenant.
+    Resume { tenant_id: String },
     /// New webhook secret; the previous one stays valid for the grace period.
     RotateSecret {
         tenant_id: String,
         #[arg(long)]
         webhook_secret: Option<String>,
+        /// Read the new secret from this file.
+        #[arg(long)]
+        webhook_secret_file: Option<std::path::PathBuf>,
+        /// Read the new secret from stdin.
+        #[arg(long)]
+        webhook_secret_stdin: bool,
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         grace: Duration,
         #[arg(long)]
         json: bool,
     },
-    /// Remove a tenant.
-    Remove { tenant_id: String },
+    /// New API bearer token (shown once, stored hashed); the old one stops working.
+    RotateToken {
+        tenant_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a tenant (refused while history, feedback or claims remain, unless --purge).
+    Remove {
+        tenant_id: String,
+        /// Delete the tenant's history, feedback and claims too.
+        #[arg(long)]
+        purge: bool,
+    },
 }
 
 #[derive(Args)]
@@ -103,13 +131,25 @@ struct AddArgs {
     #[arg(long)]
     servicedesk_url: String,
     #[arg(long)]
-    servicedesk_token: String,
+    servicedesk_token: Option<String>,
+    /// Read the SDP token from this file.
+    #[arg(long)]
+    servicedesk_token_file: Option<std::path::PathBuf>,
+    /// Read the SDP token from stdin.
+    #[arg(long)]
+    servicedesk_token_stdin: bool,
     /// authtoken (on-prem) or zoho (cloud).
     #[arg(long, default_value = "authtoken")]
     servicedesk_auth: String,
     /// whsec_<base64>; generated when not given.
     #[arg(long)]
     webhook_secret: Option<String>,
+    /// Read the webhook secret from this file.
+    #[arg(long)]
+    webhook_secret_file: Option<std::path::PathBuf>,
+    /// Read the webhook secret from stdin.
+    #[arg(long)]
+    webhook_secret_stdin: bool,
     /// SDP API calls per minute for this tenant.
     #[arg(long, default_value_t = 600)]
     requests_per_minute: u32,
@@ -118,6 +158,29 @@ struct AddArgs {
     events: String,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct UpdateArgs {
+    tenant_id: String,
+    #[arg(long)]
+    servicedesk_url: Option<String>,
+    /// authtoken (on-prem) or zoho (cloud).
+    #[arg(long)]
+    servicedesk_auth: Option<String>,
+    #[arg(long)]
+    servicedesk_token: Option<String>,
+    /// Read the SDP token from this file.
+    #[arg(long)]
+    servicedesk_token_file: Option<std::path::PathBuf>,
+    /// Read the SDP token from stdin.
+    #[arg(long)]
+    servicedesk_token_stdin: bool,
+    #[arg(long)]
+    requests_per_minute: Option<u32>,
+    /// Webhook events to enhance (comma-separated; replaces the list).
+    #[arg(long)]
+    events: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -338,21 +401,36 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 TenantsCmd::Add(a) => {
                     let json_out = a.json;
                     let id = a.tenant_id.clone();
-                    let events = a
-                        .events
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|e| !e.is_empty())
-                        .map(String::from)
-                        .collect();
+                    let token_src = tenants::SecretSource {
+                        value: a.servicedesk_token,
+                        file: a.servicedesk_token_file,
+                        stdin: a.servicedesk_token_stdin,
+                    };
+                    let secret_src = tenants::SecretSource {
+                        value: a.webhook_secret,
+                        file: a.webhook_secret_file,
+                        stdin: a.webhook_secret_stdin,
+                    };
+                    tenants::one_stdin(&[("servicedesk-token", &token_src), ("webhook-secret", &secret_src)])
+                        .map_err(anyhow::Error::msg)?;
+                    let servicedesk_token = token_src
+                        .read("servicedesk-token")
+                        .map_err(anyhow::Error::msg)?
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "give the SDP token with --servicedesk-token, --servicedesk-token-file or --servicedesk-token-stdin"
+                            )
+                        })?;
+                    let webhook_secret = secret_src.read("webhook-secret").map_err(anyhow::Error::msg)?;
+                    let events = tenants::parse_events(&a.events).map_err(anyhow::Error::msg)?;
                     let (secret, token) = tenants::add(
                         store.as_ref(),
                         tenants::AddTenant {
                             tenant_id: a.tenant_id,
                             servicedesk_url: a.servicedesk_url,
-                            servicedesk_token: a.servicedesk_token,
+                            servicedesk_token,
                             servicedesk_auth: a.servicedesk_auth,
-                            webhook_secret: a.webhook_secret,
+                            webhook_secret,
                             requests_per_minute: a.requests_per_minute,
                             events,
                         },
@@ -371,29 +449,100 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                         println!("API token:      {token}   (shown once; stored hashed)");
                     }
                 }
+                TenantsCmd::Update(u) => {
+                    let token_src = tenants::SecretSource {
+                        value: u.servicedesk_token,
+                        file: u.servicedesk_token_file,
+                        stdin: u.servicedesk_token_stdin,
+                    };
+                    let servicedesk_token = token_src.read("servicedesk-token").map_err(anyhow::Error::msg)?;
+                    let events = u
+                        .events
+                        .as_deref()
+                        .map(tenants::parse_events)
+                        .transpose()
+                        .map_err(anyhow::Error::msg)?;
+                    let id = u.tenant_id.clone();
+                    let changed = tenants::update(
+                        store.as_ref(),
+                        tenants::UpdateTenant {
+                            tenant_id: u.tenant_id,
+                            servicedesk_url: u.servicedesk_url,
+                            servicedesk_auth: u.servicedesk_auth,
+                            servicedesk_token,
+                            requests_per_minute: u.requests_per_minute,
+                            events,
+                        },
+                    )
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                    println!("tenant '{id}' updated: {}", changed.join(", "));
+                }
                 TenantsCmd::List { json: j } => {
                     let list: Vec<Value> = store.list_tenants().await?.iter().map(tenants::describe).collect();
                     if j {
                         println!("{}", Value::Array(list));
                     } else {
-                        println!("{:<24} {:<10} {:>6}  SERVICEDESK URL", "TENANT", "AUTH", "RPM");
+                        println!(
+                            "{:<24} {:<10} {:>6}  {:<40} SUSPENDED",
+                            "TENANT", "AUTH", "RPM", "SERVICEDESK URL"
+                        );
                         for t in list {
                             println!(
-                                "{:<24} {:<10} {:>6}  {}",
+                                "{:<24} {:<10} {:>6}  {:<40} {}",
                                 t["tenant_id"].as_str().unwrap_or(""),
                                 t["servicedesk_auth"].as_str().unwrap_or(""),
                                 t["requests_per_minute"],
-                                t["servicedesk_url"].as_str().unwrap_or("")
+                                t["servicedesk_url"].as_str().unwrap_or(""),
+                                t["suspended"].as_str().map(|r| format!("yes: {r}")).unwrap_or_else(|| "-".into())
                             );
                         }
+                    }
+                }
+                TenantsCmd::Suspend { tenant_id, reason } => {
+                    let previous = tenants::suspend(store.as_ref(), &tenant_id, reason)
+                        .await
+                        .map_err(anyhow::Error::msg)?;
+                    match previous {
+                        Some(p) => println!("tenant '{tenant_id}' was already suspended ({p}); reason replaced"),
+                        None => println!(
+                            "tenant '{tenant_id}' suspended: its webhooks get 403 and queued records are skipped (running processes see this within {} s)",
+                            app::TENANT_CACHE_TTL.as_secs()
+                        ),
+                    }
+                }
+                TenantsCmd::Resume { tenant_id } => {
+                    let reason = tenants::resume(store.as_ref(), &tenant_id)
+                        .await
+                        .map_err(anyhow::Error::msg)?;
+                    println!("tenant '{tenant_id}' resumed (was suspended: {reason})");
+                }
+                TenantsCmd::RotateToken { tenant_id, json: j } => {
+                    let token = tenants::rotate_token(store.as_ref(), &tenant_id)
+                        .await
+                        .map_err(anyhow::Error::msg)?;
+                    if j {
+                        println!("{}", json!({"tenant_id": tenant_id, "api_token": token}));
+                    } else {
+                        println!("new API token for '{tenant_id}': {token}   (shown once; stored hashed)");
+                        println!("the previous token no longer works");
                     }
                 }
                 TenantsCmd::RotateSecret {
                     tenant_id,
                     webhook_secret,
+                    webhook_secret_file,
+                    webhook_secret_stdin,
                     grace,
                     json: j,
                 } => {
+                    let webhook_secret = tenants::SecretSource {
+                        value: webhook_secret,
+                        file: webhook_secret_file,
+                        stdin: webhook_secret_stdin,
+                    }
+                    .read("webhook-secret")
+                    .map_err(anyhow::Error::msg)?;
                     let secret = tenants::rotate(store.as_ref(), &tenant_id, webhook_secret, grace)
                         .await
                         .map_err(anyhow::Error::msg)?;
@@ -407,11 +556,15 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                         println!("the previous secret stays valid for {} s", grace.as_secs());
                     }
                 }
-                TenantsCmd::Remove { tenant_id } => {
-                    if !store.remove_tenant(&tenant_id, false).await? {
-                        anyhow::bail!("tenant '{tenant_id}' does not exist");
+                TenantsCmd::Remove { tenant_id, purge } => {
+                    tenants::remove(store.as_ref(), &tenant_id, purge)
+                        .await
+                        .map_err(anyhow::Error::msg)?;
+                    if purge {
+                        println!("tenant '{tenant_id}' removed with its history, feedback and claims");
+                    } else {
+                        println!("tenant '{tenant_id}' removed");
                     }
-                    println!("tenant '{tenant_id}' removed");
                 }
             }
         }

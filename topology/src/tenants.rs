@@ -1,6 +1,9 @@
-//! `ticketflow tenants add|list|rotate-secret|remove`: works on the store
-//! directly, so it works whether or not `run` is up (a running process sees
-//! changes within its tenant cache TTL).
+//! `ticketflow tenants add|update|list|suspend|resume|rotate-secret|rotate-token|remove`:
+//! works on the store directly, so it works whether or not `run` is up. A
+//! running process sees changes within its tenant cache TTL
+//! (`app::TENANT_CACHE_TTL`, 2 s): webhooks, stages and the SDP client read
+//! tenants through that cache; API tokens are looked up uncached, so a
+//! rotated token stops working at once.
 
 use std::time::Duration;
 
@@ -85,11 +88,7 @@ pub async fn rotate(
     new_secret: Option<String>,
     grace: Duration,
 ) -> Result<String, String> {
-    let mut t = store
-        .get_tenant(tenant_id)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("tenant '{tenant_id}' does not exist"))?;
+    let mut t = existing(store, tenant_id).await?;
     let secret = match new_secret {
         Some(s) => {
             ingest::signature::secret_key(&s).map_err(|e| format!("invalid --webhook-secret: {e}"))?;
@@ -104,6 +103,230 @@ pub async fn rotate(
     Ok(secret)
 }
 
+/// Where one secret comes from: the flag itself, a file, or stdin. Giving
+/// two sources of one secret is refused; a trailing newline (what `echo`
+/// and editors add) is trimmed; an empty secret is refused.
+#[derive(Debug, Clone, Default)]
+pub struct SecretSource {
+    pub value: Option<String>,
+    pub file: Option<std::path::PathBuf>,
+    pub stdin: bool,
+}
+
+impl SecretSource {
+    pub fn is_given(&self) -> bool {
+        self.value.is_some() || self.file.is_some() || self.stdin
+    }
+
+    /// Reads the secret (`None` when no source was given). `flag` is the
+    /// option's name without the leading dashes (`servicedesk-token`).
+    pub fn read(&self, flag: &str) -> Result<Option<String>, String> {
+        let given = [self.value.is_some(), self.file.is_some(), self.stdin]
+            .iter()
+            .filter(|g| **g)
+            .count();
+        if given > 1 {
+            return Err(format!(
+                "give only one of --{flag}, --{flag}-file and --{flag}-stdin"
+            ));
+        }
+        let raw = if let Some(v) = &self.value {
+            v.clone()
+        } else if let Some(path) = &self.file {
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read --{flag}-file {}: {e}", path.display()))?
+        } else if self.stdin {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| format!("cannot read --{flag}-stdin: {e}"))?;
+            s
+        } else {
+            return Ok(None);
+        };
+        let secret = trim_newline(&raw);
+        if secret.trim().is_empty() {
+            return Err(format!("--{flag} must not be empty"));
+        }
+        if secret.contains(['\n', '\r']) {
+            return Err(format!("--{flag} must be one line"));
+        }
+        Ok(Some(secret.to_string()))
+    }
+}
+
+/// Drops one trailing `\n` or `\r\n`.
+fn trim_newline(s: &str) -> &str {
+    s.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(s)
+}
+
+/// Refuses reading two secrets from stdin in one command.
+pub fn one_stdin(sources: &[(&str, &SecretSource)]) -> Result<(), String> {
+    let from_stdin: Vec<String> = sources
+        .iter()
+        .filter(|(_, s)| s.stdin)
+        .map(|(f, _)| format!("--{f}-stdin"))
+        .collect();
+    if from_stdin.len() > 1 {
+        return Err(format!(
+            "only one secret can come from stdin (got {})",
+            from_stdin.join(" and ")
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `--events a,b`: the names, or an error when none is left.
+pub fn parse_events(list: &str) -> Result<Vec<String>, String> {
+    let events: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(String::from)
+        .collect();
+    if events.is_empty() {
+        return Err("--events must name at least one event".into());
+    }
+    if let Some(bad) = events
+        .iter()
+        .find(|e| e.len() > 64 || !e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'))
+    {
+        return Err(format!(
+            "invalid event '{bad}' in --events: use 1-64 letters, digits, '_', '-' or '.'"
+        ));
+    }
+    Ok(events)
+}
+
+async fn existing(store: &dyn Store, tenant_id: &str) -> Result<Tenant, String> {
+    check_tenant_id(tenant_id)?;
+    store
+        .get_tenant(tenant_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("tenant '{tenant_id}' does not exist"))
+}
+
+/// What `tenants update` may change; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateTenant {
+    pub tenant_id: String,
+    pub servicedesk_url: Option<String>,
+    pub servicedesk_auth: Option<String>,
+    pub servicedesk_token: Option<String>,
+    pub requests_per_minute: Option<u32>,
+    pub events: Option<Vec<String>>,
+}
+
+/// Changes only the given settings (validated as `add` does); the API
+/// token and webhook secrets stay. Returns the names of what changed.
+pub async fn update(store: &dyn Store, u: UpdateTenant) -> Result<Vec<&'static str>, String> {
+    if u.servicedesk_url.is_none()
+        && u.servicedesk_auth.is_none()
+        && u.servicedesk_token.is_none()
+        && u.requests_per_minute.is_none()
+        && u.events.is_none()
+    {
+        return Err("nothing to update: give at least one of --servicedesk-url, --servicedesk-auth, --servicedesk-token(-file/-stdin), --requests-per-minute, --events".into());
+    }
+    check_tenant_id(&u.tenant_id)?;
+    // Validate everything before touching the store.
+    let url = u.servicedesk_url.as_deref().map(check_base_url).transpose()?;
+    let auth: Option<SdpAuth> = u.servicedesk_auth.as_deref().map(str::parse).transpose()?;
+    if u.servicedesk_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        return Err("--servicedesk-token must not be empty".into());
+    }
+    if u.requests_per_minute == Some(0) {
+        return Err("--requests-per-minute must be at least 1".into());
+    }
+    if u.events.as_ref().is_some_and(|e| e.is_empty()) {
+        return Err("--events must name at least one event".into());
+    }
+    let mut t = existing(store, &u.tenant_id).await?;
+    let mut changed = Vec::new();
+    if let Some(url) = url {
+        t.sdp.base_url = url;
+        changed.push("servicedesk_url");
+    }
+    if let Some(auth) = auth {
+        t.sdp.auth = auth;
+        changed.push("servicedesk_auth");
+    }
+    if let Some(token) = u.servicedesk_token {
+        t.sdp.token = Secret::new(token.trim());
+        changed.push("servicedesk_token");
+    }
+    if let Some(rpm) = u.requests_per_minute {
+        t.requests_per_minute = rpm;
+        changed.push("requests_per_minute");
+    }
+    if let Some(events) = u.events {
+        t.enabled_events = events;
+        changed.push("enabled_events");
+    }
+    store.update_tenant(&t).await.map_err(|e| e.to_string())?;
+    Ok(changed)
+}
+
+/// The reason recorded when `suspend` is given none.
+pub const DEFAULT_SUSPEND_REASON: &str = "suspended by an operator";
+
+/// Suspends a tenant: its webhooks are answered `403 tenant_suspended`
+/// (after the signature verified) and the stages skip its queued records
+/// with `tenant suspended: <reason>`. Suspending a suspended tenant
+/// replaces the reason. Returns the previous reason, if any.
+pub async fn suspend(store: &dyn Store, tenant_id: &str, reason: Option<String>) -> Result<Option<String>, String> {
+    let reason = match reason {
+        None => DEFAULT_SUSPEND_REASON.to_string(),
+        Some(r) => {
+            let r = r.trim().to_string();
+            if r.is_empty() {
+                return Err("--reason must not be empty".into());
+            }
+            if r.contains(['\n', '\r']) || r.len() > 500 {
+                return Err("--reason must be one line of at most 500 bytes".into());
+            }
+            r
+        }
+    };
+    let mut t = existing(store, tenant_id).await?;
+    let previous = t.suspended.replace(reason);
+    store.update_tenant(&t).await.map_err(|e| e.to_string())?;
+    Ok(previous)
+}
+
+/// Resumes a suspended tenant; refuses one that is not suspended. Returns
+/// the reason it was suspended for.
+pub async fn resume(store: &dyn Store, tenant_id: &str) -> Result<String, String> {
+    let mut t = existing(store, tenant_id).await?;
+    let Some(reason) = t.suspended.take() else {
+        return Err(format!("tenant '{tenant_id}' is not suspended"));
+    };
+    store.update_tenant(&t).await.map_err(|e| e.to_string())?;
+    Ok(reason)
+}
+
+/// Issues a new API bearer token (returned once, stored hashed); the old
+/// one stops working at once (the tenant API looks tokens up uncached).
+pub async fn rotate_token(store: &dyn Store, tenant_id: &str) -> Result<String, String> {
+    let mut t = existing(store, tenant_id).await?;
+    let token = generate_api_token();
+    t.api_token_hash = sinks::store::hash_token(&token);
+    store.update_tenant(&t).await.map_err(|e| e.to_string())?;
+    Ok(token)
+}
+
+/// Removes a tenant. Without `purge` the store refuses while history,
+/// feedback or claims remain ([`sinks::store::StoreError::TenantHasData`]);
+/// with it they are deleted first.
+pub async fn remove(store: &dyn Store, tenant_id: &str, purge: bool) -> Result<(), String> {
+    check_tenant_id(tenant_id)?;
+    match store.remove_tenant(tenant_id, purge).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!("tenant '{tenant_id}' does not exist")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 pub fn describe(t: &Tenant) -> serde_json::Value {
     json!({
         "tenant_id": t.tenant_id,
@@ -111,6 +334,7 @@ pub fn describe(t: &Tenant) -> serde_json::Value {
         "servicedesk_auth": t.sdp.auth.as_str(),
         "requests_per_minute": t.requests_per_minute,
         "enabled_events": t.enabled_events,
+        "suspended": t.suspended,
         "previous_secret_valid_until_ms": t.webhook_secrets.previous.as_ref().map(|_| t.webhook_secrets.previous_valid_until_ms),
         "created_at_ms": t.created_at_ms,
     })

@@ -19,7 +19,7 @@ use sinks::store::{HistoryStatus, Tenant};
 use tracing::warn;
 
 use super::text::{ip_addresses, keywords, similarity, tokens};
-use super::{decode, elapsed_ms, encode, sdp_outcome, sdp_permit, tenant, Services};
+use super::{decode, elapsed_ms, encode, sdp_outcome, sdp_permit, skip, suspension, tenant, Services};
 use crate::runtime::{Stage, StageFailure, StageInput, StageOutput};
 
 const SIMILAR_LIMIT: usize = 3;
@@ -299,6 +299,9 @@ impl Stage for ContextStage {
         let started = Instant::now();
         let job: ValidatedJob = decode(input.value)?;
         let tenant = tenant(&self.services, &job.meta.tenant_id).await?;
+        if let Some(reason) = suspension(&tenant) {
+            return skip(&self.services, &job.meta, job.request.subject, reason).await;
+        }
         // The request itself and the knowledge base, plus the asset
         // inventory when the ticket mentions IP addresses.
         let has_text = job.request.subject.is_some() || job.request.description.is_some();

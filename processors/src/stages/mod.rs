@@ -17,13 +17,16 @@ pub use validate::ValidateStage;
 use std::sync::Arc;
 use std::time::Duration;
 
-use schemas::{Codec, CodecError, Record};
+use schemas::{Codec, CodecError, JobMeta, Record};
 use sinks::breaker::CircuitBreaker;
 use sinks::llm::LlmClient;
+use sinks::metrics::metrics;
+use sinks::now_ms;
 use sinks::servicedesk::{SdpClient, SdpError, SdpGuards, DEFAULT_RATE_LIMIT_BACKOFF};
-use sinks::store::{StoreError, Tenant, TenantCache};
+use sinks::store::{HistoryRow, HistoryStatus, StoreError, Tenant, TenantCache};
+use tracing::info;
 
-use crate::runtime::StageFailure;
+use crate::runtime::{StageFailure, StageOutput};
 
 /// Settings the stages read (from ARCHITECTURE §6 variables).
 #[derive(Debug, Clone)]
@@ -90,6 +93,59 @@ pub(crate) async fn tenant(services: &Services, tenant_id: &str) -> Result<Arc<T
                 "tenant '{tenant_id}' does not exist (removed after the webhook was accepted?)"
             ))
         })
+}
+
+/// The skip reason of a suspended tenant's records, `None` when active.
+/// Each stage that would call SDP or the LLM checks it first, so a record
+/// already queued when the tenant is suspended (seen within the tenant
+/// cache's TTL) ends `skipped` without further calls.
+pub(crate) fn suspension(tenant: &Tenant) -> Option<String> {
+    tenant.suspended.as_ref().map(|r| format!("tenant suspended: {r}"))
+}
+
+/// The history row of a job that ends without a note, with the reason.
+pub(crate) fn skipped_row(meta: &JobMeta, subject: Option<String>, reason: String) -> HistoryRow {
+    HistoryRow {
+        tenant_id: meta.tenant_id.clone(),
+        job_id: meta.job_id.clone(),
+        ticket_id: meta.ticket_id.clone(),
+        correlation_id: meta.correlation_id.clone(),
+        status: HistoryStatus::Skipped,
+        method: None,
+        error_message: Some(reason),
+        failed_stage: None,
+        subject,
+        description: None,
+        note_text: None,
+        note_id: None,
+        counts: Default::default(),
+        timings: std::collections::HashMap::new(),
+        received_at_ms: meta.received_at_ms,
+        completed_at_ms: now_ms(),
+    }
+}
+
+/// Ends a job as `skipped` with `reason`: writes its history row (the
+/// record stage is not involved) and consumes the record.
+pub(crate) async fn skip(
+    services: &Services,
+    meta: &JobMeta,
+    subject: Option<String>,
+    reason: String,
+) -> Result<StageOutput, StageFailure> {
+    info!(reason = %reason, "event skipped");
+    let row = skipped_row(meta, subject, reason);
+    services
+        .tenants
+        .store()
+        .put_history(&row)
+        .await
+        .map_err(store_failure)?;
+    metrics()
+        .enhancements
+        .with_label_values(&[&meta.tenant_id, "skipped"])
+        .inc();
+    Ok(StageOutput::Done)
 }
 
 pub(crate) fn elapsed_ms(since: std::time::Instant) -> i64 {

@@ -13,7 +13,7 @@ use sinks::llm::ChatMessage;
 use tracing::{info, warn};
 
 use super::text::html_escape;
-use super::{decode, elapsed_ms, encode, Services};
+use super::{decode, elapsed_ms, encode, skip, store_failure, suspension, Services};
 use crate::runtime::{Stage, StageFailure, StageInput, StageOutput};
 
 const SYSTEM_PROMPT: &str =
@@ -164,6 +164,17 @@ impl Stage for SynthesizeStage {
         let started = Instant::now();
         let c: GatheredContext = decode(input.value)?;
         let s = &self.services;
+        // A tenant suspended since context was gathered: no LLM call. (A
+        // removed tenant goes on; update fails it.)
+        if let Some(reason) = s
+            .tenants
+            .get(&c.meta.tenant_id)
+            .await
+            .map_err(store_failure)?
+            .and_then(|t| suspension(&t))
+        {
+            return skip(s, &c.meta, c.request.subject, reason).await;
+        }
         let outcome: Result<(String, String), String> = if s.settings.disable_llm {
             Err("LLM synthesis disabled (DISABLE_LLM_SYNTHESIS=true)".to_string())
         } else if let Err(open) = s.llm_breaker.acquire() {

@@ -15,7 +15,7 @@ use sinks::servicedesk::SdpError;
 use sinks::store::NoteState;
 use tracing::info;
 
-use super::{decode, elapsed_ms, encode, sdp_outcome, sdp_permit, store_failure, tenant, Services};
+use super::{decode, elapsed_ms, encode, sdp_outcome, sdp_permit, skip, store_failure, suspension, tenant, Services};
 use crate::runtime::{Stage, StageFailure, StageInput, StageOutput};
 
 pub struct UpdateStage {
@@ -38,6 +38,25 @@ impl UpdateStage {
         StageFailure {
             error: e.to_string(),
             hint: e.retry_hint(),
+        }
+    }
+
+    /// The skip reason when the tenant is suspended and the job's note is
+    /// not known to be on the ticket. A posted note (a redo) is recorded as
+    /// usual; a `pending` one is not looked for (that is an SDP call), so the
+    /// job ends `skipped` although an earlier attempt may have posted it.
+    async fn suspended(&self, e: &SynthesizedEnhancement) -> Result<Option<String>, StageFailure> {
+        let m = &e.meta;
+        let Some(reason) = suspension(&*tenant(&self.services, &m.tenant_id).await?) else {
+            return Ok(None);
+        };
+        let store = self.services.tenants.store();
+        match store.note_state(&m.tenant_id, &m.job_id).await.map_err(store_failure)? {
+            Some(NoteState::Posted { .. }) => Ok(None),
+            Some(NoteState::Pending) => Ok(Some(format!(
+                "{reason} (an earlier attempt may have posted the note)"
+            ))),
+            None => Ok(Some(reason)),
         }
     }
 
@@ -93,6 +112,9 @@ impl Stage for UpdateStage {
     async fn handle(&self, input: StageInput<'_>) -> Result<StageOutput, StageFailure> {
         let started = Instant::now();
         let e: SynthesizedEnhancement = decode(input.value)?;
+        if let Some(reason) = self.suspended(&e).await? {
+            return skip(&self.services, &e.meta, e.request.subject, reason).await;
+        }
         let (note_id, already_posted) = self.post_once(&e).await?;
         let mut timings = e.timings;
         timings.insert("update".to_string(), elapsed_ms(started));

@@ -1,20 +1,18 @@
 //! validate: deep payload validation against the tenant's config and
 //! de-duplication of events. Events that need no enhancement end here as
-//! history `skipped`, with the reason.
+//! history `skipped`, with the reason (so do every record of a suspended
+//! tenant: `tenant suspended: <reason>`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use schemas::{JobMeta, TicketFields, ValidatedJob, WebhookReceived};
+use schemas::{TicketFields, ValidatedJob, WebhookReceived};
 use serde_json::Value;
-use sinks::metrics::metrics;
 use sinks::now_ms;
-use sinks::store::{HistoryRow, HistoryStatus};
-use tracing::info;
 
-use super::{decode, elapsed_ms, encode, store_failure, tenant, Services};
+use super::{decode, elapsed_ms, encode, skip, store_failure, suspension, tenant, Services};
 use crate::runtime::{Stage, StageFailure, StageInput, StageOutput};
 
 /// Ticket statuses that need no enhancement.
@@ -103,27 +101,6 @@ pub fn validate_payload(payload: &str) -> Result<TicketFields, String> {
     Ok(fields)
 }
 
-fn skipped_row(meta: &JobMeta, fields: &TicketFields, reason: String) -> HistoryRow {
-    HistoryRow {
-        tenant_id: meta.tenant_id.clone(),
-        job_id: meta.job_id.clone(),
-        ticket_id: meta.ticket_id.clone(),
-        correlation_id: meta.correlation_id.clone(),
-        status: HistoryStatus::Skipped,
-        method: None,
-        error_message: Some(reason),
-        failed_stage: None,
-        subject: fields.subject.clone(),
-        description: None,
-        note_text: None,
-        note_id: None,
-        counts: Default::default(),
-        timings: HashMap::new(),
-        received_at_ms: meta.received_at_ms,
-        completed_at_ms: now_ms(),
-    }
-}
-
 #[async_trait]
 impl Stage for ValidateStage {
     async fn handle(&self, input: StageInput<'_>) -> Result<StageOutput, StageFailure> {
@@ -131,8 +108,13 @@ impl Stage for ValidateStage {
         let webhook: WebhookReceived = decode(input.value)?;
         let meta = webhook.meta;
         let tenant = tenant(&self.services, &meta.tenant_id).await?;
-        let fields = validate_payload(&webhook.payload_json)
-            .map_err(|e| StageFailure::permanent(format!("invalid webhook payload: {e}")))?;
+        let fields = validate_payload(&webhook.payload_json);
+        if let Some(reason) = suspension(&tenant) {
+            // Even an invalid payload: nothing of a suspended tenant's is worked on.
+            let subject = fields.ok().and_then(|f| f.subject);
+            return skip(&self.services, &meta, subject, reason).await;
+        }
+        let fields = fields.map_err(|e| StageFailure::permanent(format!("invalid webhook payload: {e}")))?;
 
         let skip_reason = if !tenant.enabled_events.contains(&meta.event) {
             Some(format!(
@@ -163,19 +145,7 @@ impl Stage for ValidateStage {
             None
         };
         if let Some(reason) = skip_reason {
-            info!(reason = %reason, "event skipped");
-            let row = skipped_row(&meta, &fields, reason);
-            self.services
-                .tenants
-                .store()
-                .put_history(&row)
-                .await
-                .map_err(store_failure)?;
-            metrics()
-                .enhancements
-                .with_label_values(&[&meta.tenant_id, "skipped"])
-                .inc();
-            return Ok(StageOutput::Done);
+            return skip(&self.services, &meta, fields.subject, reason).await;
         }
         let mut timings = HashMap::new();
         timings.insert("validate".to_string(), elapsed_ms(started));

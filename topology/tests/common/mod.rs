@@ -156,6 +156,14 @@ impl Harness {
         }
     }
 
+    /// Stops what runs and starts `components` again on the same data dir,
+    /// broker address, configuration and simulators (ingest gets a new port).
+    pub async fn restart(&mut self, components: &[&str]) {
+        self.stop().await;
+        let components: Vec<String> = components.iter().map(|c| c.to_string()).collect();
+        self.running = Some(app::start(&self.config, &components).await.unwrap());
+    }
+
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await;
