@@ -144,59 +144,6 @@ pub fn is_sealed(stored: &str) -> bool {
     stored.starts_with(PREFIX)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-
-    #[test]
-    fn seals_and_opens_bound_to_tenant_and_field() {
-        let s = Sealer::from_key_text(KEY).unwrap();
-        let sealed = s.seal("acme", "sdp_token", "tok-123").unwrap();
-        assert!(is_sealed(&sealed));
-        assert!(!sealed.contains("tok-123"));
-        assert_ne!(
-            sealed,
-            s.seal("acme", "sdp_token", "tok-123").unwrap(),
-            "fresh nonce per value"
-        );
-        assert_eq!(s.open("acme", "sdp_token", &sealed).unwrap(), "tok-123");
-        assert!(matches!(
-            s.open("globex", "sdp_token", &sealed),
-            Err(SealError::Open { .. })
-        ));
-        assert!(matches!(
-            s.open("acme", "webhook_secret", &sealed),
-            Err(SealError::Open { .. })
-        ));
-        let other = Sealer::from_key_text(&STANDARD.encode([7u8; 32])).unwrap();
-        assert!(matches!(
-            other.open("acme", "sdp_token", &sealed),
-            Err(SealError::Open { .. })
-        ));
-        assert!(matches!(
-            Sealer::none().open("acme", "sdp_token", &sealed),
-            Err(SealError::NoKey(_))
-        ));
-        // Rows written before the key was set still read.
-        assert_eq!(s.open("acme", "sdp_token", "plain").unwrap(), "plain");
-    }
-
-    #[test]
-    fn bad_keys_are_refused_with_the_reason() {
-        assert_eq!(Sealer::from_key_text("abcd").unwrap_err(), SealError::KeyLength(3));
-        assert_eq!(
-            Sealer::from_key_text("not base64 !!").unwrap_err(),
-            SealError::KeyEncoding
-        );
-        assert_eq!(
-            Sealer::from_key_text(&STANDARD.encode([1u8; 16])).unwrap_err(),
-            SealError::KeyLength(16)
-        );
-    }
-}
-
 /// A tenant's secret columns as stored.
 pub(crate) struct StoredSecrets {
     pub sdp_token: String,
@@ -252,4 +199,57 @@ pub(crate) fn open_tenant_secrets(
         webhook_secret: open("webhook_secret", webhook_secret)?,
         previous_webhook_secret: previous.map(|p| open("previous_webhook_secret", p)).transpose()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    #[test]
+    fn seals_and_opens_bound_to_tenant_and_field() {
+        let s = Sealer::from_key_text(KEY).unwrap();
+        let sealed = s.seal("acme", "sdp_token", "tok-123").unwrap();
+        assert!(is_sealed(&sealed));
+        assert!(!sealed.contains("tok-123"));
+        assert_ne!(
+            sealed,
+            s.seal("acme", "sdp_token", "tok-123").unwrap(),
+            "fresh nonce per value"
+        );
+        assert_eq!(s.open("acme", "sdp_token", &sealed).unwrap(), "tok-123");
+        assert!(matches!(
+            s.open("globex", "sdp_token", &sealed),
+            Err(SealError::Open { .. })
+        ));
+        assert!(matches!(
+            s.open("acme", "webhook_secret", &sealed),
+            Err(SealError::Open { .. })
+        ));
+        let other = Sealer::from_key_text(&STANDARD.encode([7u8; 32])).unwrap();
+        assert!(matches!(
+            other.open("acme", "sdp_token", &sealed),
+            Err(SealError::Open { .. })
+        ));
+        assert!(matches!(
+            Sealer::none().open("acme", "sdp_token", &sealed),
+            Err(SealError::NoKey(_))
+        ));
+        // Rows written before the key was set still read.
+        assert_eq!(s.open("acme", "sdp_token", "plain").unwrap(), "plain");
+    }
+
+    #[test]
+    fn bad_keys_are_refused_with_the_reason() {
+        assert_eq!(Sealer::from_key_text("abcd").unwrap_err(), SealError::KeyLength(3));
+        assert_eq!(
+            Sealer::from_key_text("not base64 !!").unwrap_err(),
+            SealError::KeyEncoding
+        );
+        assert_eq!(
+            Sealer::from_key_text(&STANDARD.encode([1u8; 16])).unwrap_err(),
+            SealError::KeyLength(16)
+        );
+    }
 }
