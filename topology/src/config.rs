@@ -243,7 +243,7 @@ impl Config {
             kafka_brokers: get("KAFKA_BROKERS"),
             scylla: match get("SCYLLA_NODES") {
                 None => None,
-                Some(nodes) => Some(sinks::store::ScyllaConfig::from_vars(&nodes, &get).map_err(ConfigError)?),
+                Some(nodes) => Some(sinks::store::ScyllaConfig::from_vars(&nodes, get).map_err(ConfigError)?),
             },
             store_options: {
                 let key = match (get("TICKETFLOW_MASTER_KEY"), get("TICKETFLOW_MASTER_KEY_FILE")) {

@@ -494,7 +494,10 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                                 t["servicedesk_auth"].as_str().unwrap_or(""),
                                 t["requests_per_minute"],
                                 t["servicedesk_url"].as_str().unwrap_or(""),
-                                t["suspended"].as_str().map(|r| format!("yes: {r}")).unwrap_or_else(|| "-".into())
+                                t["suspended"]
+                                    .as_str()
+                                    .map(|r| format!("yes: {r}"))
+                                    .unwrap_or_else(|| "-".into())
                             );
                         }
                     }
@@ -700,8 +703,39 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The arguments, or a one-line reason and exit 2 (clap's own help and
+/// version output are left as they are).
+fn parse_args() -> Cli {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            // clap's first paragraph, on one line.
+            let text = e.render().to_string();
+            let reason: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .skip_while(|l| l.is_empty())
+                .take_while(|l| !l.is_empty())
+                .collect();
+            eprintln!("{} (see --help)", reason.join(" "));
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = parse_args();
     // Kafka clients block threads in rebalance callbacks; keep spare workers.
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())

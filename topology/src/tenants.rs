@@ -126,15 +126,12 @@ impl SecretSource {
             .filter(|g| **g)
             .count();
         if given > 1 {
-            return Err(format!(
-                "give only one of --{flag}, --{flag}-file and --{flag}-stdin"
-            ));
+            return Err(format!("give only one of --{flag}, --{flag}-file and --{flag}-stdin"));
         }
         let raw = if let Some(v) = &self.value {
             v.clone()
         } else if let Some(path) = &self.file {
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read --{flag}-file {}: {e}", path.display()))?
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read --{flag}-file {}: {e}", path.display()))?
         } else if self.stdin {
             let mut s = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
@@ -156,7 +153,9 @@ impl SecretSource {
 
 /// Drops one trailing `\n` or `\r\n`.
 fn trim_newline(s: &str) -> &str {
-    s.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(s)
+    s.strip_suffix('\n')
+        .map(|s| s.strip_suffix('\r').unwrap_or(s))
+        .unwrap_or(s)
 }
 
 /// Refuses reading two secrets from stdin in one command.
@@ -186,10 +185,12 @@ pub fn parse_events(list: &str) -> Result<Vec<String>, String> {
     if events.is_empty() {
         return Err("--events must name at least one event".into());
     }
-    if let Some(bad) = events
-        .iter()
-        .find(|e| e.len() > 64 || !e.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'))
-    {
+    if let Some(bad) = events.iter().find(|e| {
+        e.len() > 64
+            || !e
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    }) {
         return Err(format!(
             "invalid event '{bad}' in --events: use 1-64 letters, digits, '_', '-' or '.'"
         ));

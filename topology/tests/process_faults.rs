@@ -791,7 +791,11 @@ async fn two_run_processes_sharing_one_data_dir_post_exactly_one_note_per_webhoo
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                         Sent::Lost(e) => {
-                            ledger.lock().unwrap().unexpected.push(format!("webhook {i}: no answer: {e}"));
+                            ledger
+                                .lock()
+                                .unwrap()
+                                .unexpected
+                                .push(format!("webhook {i}: no answer: {e}"));
                             break;
                         }
                         Sent::Refused => {
@@ -799,7 +803,11 @@ async fn two_run_processes_sharing_one_data_dir_post_exactly_one_note_per_webhoo
                             break;
                         }
                         Sent::Status(s, body) => {
-                            ledger.lock().unwrap().unexpected.push(format!("webhook {i}: {s} {body}"));
+                            ledger
+                                .lock()
+                                .unwrap()
+                                .unexpected
+                                .push(format!("webhook {i}: {s} {body}"));
                             break;
                         }
                     }
@@ -813,14 +821,22 @@ async fn two_run_processes_sharing_one_data_dir_post_exactly_one_note_per_webhoo
     let mut ledger = Arc::try_unwrap(ledger).unwrap().into_inner().unwrap();
     ledger.sent = N;
     ledger.done = true;
-    assert_eq!(ledger.accepted.len(), N, "every webhook accepted: {:?}", ledger.unexpected);
+    assert_eq!(
+        ledger.accepted.len(),
+        N,
+        "every webhook accepted: {:?}",
+        ledger.unexpected
+    );
 
     settle_and_check(&c, &ledger).await;
     assert_eq!(c.sdp.notes().len(), N, "exactly one note per webhook");
     let (a_notes, b_notes) = (count(&a.logs(), "note posted"), count(&b.logs(), "note posted"));
     eprintln!("A posted {a_notes} notes, B {b_notes}");
     assert_eq!(a_notes + b_notes, N);
-    assert!(a_notes > 0 && b_notes > 0, "both processes shared the work (A {a_notes}, B {b_notes})");
+    assert!(
+        a_notes > 0 && b_notes > 0,
+        "both processes shared the work (A {a_notes}, B {b_notes})"
+    );
 
     for (p, who) in [(&mut b, "B"), (&mut a, "A"), (&mut broker, "broker")] {
         let status = p.terminate();

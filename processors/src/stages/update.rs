@@ -53,9 +53,7 @@ impl UpdateStage {
         let store = self.services.tenants.store();
         match store.note_state(&m.tenant_id, &m.job_id).await.map_err(store_failure)? {
             Some(NoteState::Posted { .. }) => Ok(None),
-            Some(NoteState::Pending) => Ok(Some(format!(
-                "{reason} (an earlier attempt may have posted the note)"
-            ))),
+            Some(NoteState::Pending) => Ok(Some(format!("{reason} (an earlier attempt may have posted the note)"))),
             None => Ok(Some(reason)),
         }
     }
