@@ -215,6 +215,12 @@ fn bad_settings_are_refused_with_the_reason() {
     assert!(e.contains("invalid SCYLLA_KEYSPACE"), "{e}");
     let e = ScyllaConfig::from_vars("h", with("SCYLLA_CONSISTENCY", "SOME")).unwrap_err();
     assert!(e.contains("invalid SCYLLA_CONSISTENCY"), "{e}");
+    let e = ScyllaConfig::from_vars("h", with("SCYLLA_CONSISTENCY", "local_one")).unwrap_err();
+    assert!(e.contains("below a quorum"), "{e}");
+    let e = ScyllaConfig::from_vars("h", with("SCYLLA_SERIAL_CONSISTENCY", "ONE")).unwrap_err();
+    assert!(e.contains("SCYLLA_SERIAL_CONSISTENCY"), "{e}");
+    let e = ScyllaConfig::from_vars("h", with("SCYLLA_TABLETS", "off")).unwrap_err();
+    assert!(e.contains("SCYLLA_TABLETS"), "{e}");
     let e = ScyllaConfig::from_vars("h", with("SCYLLA_REPLICATION", "NetworkTopologyStrategy:dc1=0")).unwrap_err();
     assert!(e.contains("1-15"), "{e}");
     let e = ScyllaConfig::from_vars("h", with("SCYLLA_REPLICATION", "Everywhere:3")).unwrap_err();

@@ -217,12 +217,56 @@ async fn applied_migrations(conn: &Connection) -> Result<Vec<Applied>, StoreErro
     Ok(out)
 }
 
+/// `run`'s check, in one write transaction (so two processes opening one
+/// file at once do it one after the other): a new file (no tables at all)
+/// gets the schema; any other must have every migration of this binary.
+/// Nothing is changed when the check fails.
+async fn check_or_create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    conn.execute("BEGIN IMMEDIATE", ()).await.map_err(unavailable)?;
+    let result = async {
+        let mut rows = conn
+            .query("SELECT count(*) FROM sqlite_master WHERE type = 'table'", ())
+            .await
+            .map_err(unavailable)?;
+        let tables = match rows.next().await.map_err(unavailable)? {
+            Some(r) => r.get::<i64>(0).map_err(corrupt)?,
+            None => 0,
+        };
+        drop(rows);
+        if tables == 0 {
+            return apply_pending(conn).await.map(|_| ());
+        }
+        let applied = applied_migrations(conn).await?;
+        migrate::require_current(migrate::EMBEDDED, &applied, &format!("store {}", path.display()))
+    }
+    .await;
+    match &result {
+        Ok(()) => conn.execute("COMMIT", ()).await.map(|_| ()).map_err(unavailable)?,
+        Err(_) => {
+            let _ = conn.execute("ROLLBACK", ()).await;
+        }
+    }
+    result
+}
+
 /// Applies every migration not applied yet, in one write transaction (two
 /// processes opening a new store at once apply them once); returns the
 /// names applied now.
 async fn apply_migrations(conn: &Connection) -> Result<Vec<String>, StoreError> {
     conn.execute("BEGIN IMMEDIATE", ()).await.map_err(unavailable)?;
-    let result = async {
+    let result = apply_pending(conn).await;
+    match &result {
+        Ok(_) => conn.execute("COMMIT", ()).await.map(|_| ()).map_err(unavailable)?,
+        Err(_) => {
+            let _ = conn.execute("ROLLBACK", ()).await;
+        }
+    }
+    result
+}
+
+/// Inside the caller's write transaction.
+async fn apply_pending(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    {
         let applied = applied_migrations(conn).await?;
         let todo = migrate::pending(migrate::EMBEDDED, &applied)?;
         let mut done = Vec::new();
@@ -248,14 +292,6 @@ async fn apply_migrations(conn: &Connection) -> Result<Vec<String>, StoreError> 
         }
         Ok(done)
     }
-    .await;
-    match &result {
-        Ok(_) => conn.execute("COMMIT", ()).await.map(|_| ()).map_err(unavailable)?,
-        Err(_) => {
-            let _ = conn.execute("ROLLBACK", ()).await;
-        }
-    }
-    result
 }
 
 async fn connect(db: &libsql::Database) -> Result<Connection, StoreError> {
@@ -281,12 +317,7 @@ impl EmbeddedStore {
     /// binary carries (else: run `ticketflow migrate`).
     pub async fn open_with(path: &Path, options: StoreOptions) -> Result<Self, StoreError> {
         let (db, conn) = Self::open_file(path).await?;
-        let applied = applied_migrations(&conn).await?;
-        if applied.is_empty() {
-            apply_migrations(&conn).await?;
-        } else {
-            migrate::require_current(migrate::EMBEDDED, &applied, &format!("store {}", path.display()))?;
-        }
+        check_or_create_schema(&conn, path).await?;
         // The writer's statements need the migrated tables.
         let writer = super::ledger::Ledger::open(&db, BUSY_TIMEOUT).await?;
         let mut idle = vec![Reader {

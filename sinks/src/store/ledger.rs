@@ -106,7 +106,18 @@ impl Ledger {
             .map_err(unavailable)?;
         let statements = Statements::prepare(&conn).await?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(conn, statements, rx));
+        // Its own thread: libSQL's calls block (waiting for another
+        // process's write lock up to the busy timeout), which must not hold
+        // a runtime worker.
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(
+                move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt.block_on(write(conn, statements, rx)),
+                    Err(e) => warn!(error = %e, "the store writer could not start a runtime"),
+                },
+            )
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
         Ok(Ledger { ops: tx })
     }
 
@@ -468,20 +479,36 @@ async fn write(conn: Connection, mut statements: Statements, mut ops: mpsc::Rece
         let committed = match conn.execute("BEGIN IMMEDIATE", ()).await {
             Err(e) => Err(unavailable(e)),
             Ok(_) => {
-                for op in batch.drain(..) {
+                let mut ops_now = std::mem::take(&mut batch).into_iter();
+                let mut aborted = false;
+                for op in ops_now.by_ref() {
                     done.push(run_op(&conn, &mut statements, op).await);
+                    // An error of the abort class (disk full, I/O) rolls the
+                    // whole transaction back: nothing of the batch stands,
+                    // and what follows must not run outside it.
+                    if conn.is_autocommit() {
+                        aborted = true;
+                        break;
+                    }
                 }
-                match conn.execute("COMMIT", ()).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => {
-                        let _ = conn.execute("ROLLBACK", ()).await;
-                        Err(unavailable(e))
+                batch.extend(ops_now);
+                if aborted {
+                    Err(StoreError::Unavailable(
+                        "the store rolled back the write transaction (disk full or I/O error)".into(),
+                    ))
+                } else {
+                    match conn.execute("COMMIT", ()).await {
+                        Ok(_) => Ok(()),
+                        Err(e) => {
+                            let _ = conn.execute("ROLLBACK", ()).await;
+                            Err(unavailable(e))
+                        }
                     }
                 }
             }
         };
         if let Err(e) = &committed {
-            warn!(error = %e, operations = done.len() + batch.len(), "webhook ledger commit failed");
+            warn!(error = %e, operations = done.len() + batch.len(), "store write transaction failed");
             // Operations never run (BEGIN failed) get the same error.
             for op in batch.drain(..) {
                 match op {

@@ -61,6 +61,14 @@ pub struct ScyllaConfig {
     pub replication: String,
     /// `SCYLLA_CONSISTENCY` (default `LOCAL_QUORUM`).
     pub consistency: Consistency,
+    /// `SCYLLA_SERIAL_CONSISTENCY` (default `SERIAL`): the Paxos round of
+    /// claims. `LOCAL_SERIAL` is linearizable within one datacenter only:
+    /// use it only when a single datacenter takes writes.
+    pub serial_consistency: SerialConsistency,
+    /// `SCYLLA_TABLETS=disabled` creates the keyspace with tablets off, for
+    /// ScyllaDB versions that do not support lightweight transactions on
+    /// tablets keyspaces; unset: the server's default.
+    pub tablets_disabled: bool,
     /// `SCYLLA_REQUEST_TIMEOUT_MS` (default 5000): each statement's client timeout.
     pub request_timeout: Duration,
     /// `SCYLLA_CONNECT_TIMEOUT_MS` (default 5000).
@@ -80,6 +88,8 @@ impl std::fmt::Debug for ScyllaConfig {
             .field("keyspace", &self.keyspace)
             .field("replication", &self.replication)
             .field("consistency", &self.consistency)
+            .field("serial_consistency", &self.serial_consistency)
+            .field("tablets_disabled", &self.tablets_disabled)
             .field("request_timeout", &self.request_timeout)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
@@ -90,17 +100,18 @@ impl std::fmt::Debug for ScyllaConfig {
 
 fn parse_consistency(s: &str) -> Result<Consistency, String> {
     Ok(match s.trim().to_ascii_uppercase().as_str() {
-        "ONE" => Consistency::One,
-        "TWO" => Consistency::Two,
-        "THREE" => Consistency::Three,
         "QUORUM" => Consistency::Quorum,
         "ALL" => Consistency::All,
         "LOCAL_QUORUM" => Consistency::LocalQuorum,
         "EACH_QUORUM" => Consistency::EachQuorum,
-        "LOCAL_ONE" => Consistency::LocalOne,
+        weak @ ("ONE" | "TWO" | "THREE" | "LOCAL_ONE" | "ANY") => {
+            return Err(format!(
+                "SCYLLA_CONSISTENCY {weak} is refused: a read below a quorum can miss a committed claim or note record and post a second note; use LOCAL_QUORUM, QUORUM, EACH_QUORUM or ALL"
+            ))
+        }
         other => {
             return Err(format!(
-                "invalid SCYLLA_CONSISTENCY '{other}': use ONE, TWO, THREE, QUORUM, ALL, LOCAL_QUORUM, EACH_QUORUM or LOCAL_ONE"
+                "invalid SCYLLA_CONSISTENCY '{other}': use LOCAL_QUORUM, QUORUM, EACH_QUORUM or ALL"
             ))
         }
     })
@@ -213,6 +224,25 @@ impl ScyllaConfig {
                 &get("SCYLLA_REPLICATION").unwrap_or_else(|| "NetworkTopologyStrategy:3".into()),
             )?,
             consistency: parse_consistency(&get("SCYLLA_CONSISTENCY").unwrap_or_else(|| "LOCAL_QUORUM".into()))?,
+            serial_consistency: match get("SCYLLA_SERIAL_CONSISTENCY")
+                .unwrap_or_else(|| "SERIAL".into())
+                .trim()
+                .to_ascii_uppercase()
+                .as_str()
+            {
+                "SERIAL" => SerialConsistency::Serial,
+                "LOCAL_SERIAL" => SerialConsistency::LocalSerial,
+                other => {
+                    return Err(format!(
+                        "invalid SCYLLA_SERIAL_CONSISTENCY '{other}': use SERIAL or LOCAL_SERIAL"
+                    ))
+                }
+            },
+            tablets_disabled: match get("SCYLLA_TABLETS").as_deref().map(str::trim) {
+                None | Some("default") => false,
+                Some("disabled") => true,
+                Some(other) => return Err(format!("invalid SCYLLA_TABLETS '{other}': use default or disabled")),
+            },
             request_timeout: ms("SCYLLA_REQUEST_TIMEOUT_MS", 5000)?,
             connect_timeout: ms("SCYLLA_CONNECT_TIMEOUT_MS", 5000)?,
             username,
@@ -264,7 +294,7 @@ impl ScyllaConfig {
         }
         let profile = ExecutionProfile::builder()
             .consistency(self.consistency)
-            .serial_consistency(Some(SerialConsistency::LocalSerial))
+            .serial_consistency(Some(self.serial_consistency))
             .request_timeout(Some(self.request_timeout))
             .load_balancing_policy(policy.build())
             .build();
@@ -487,7 +517,8 @@ impl TryFrom<HistoryCql> for HistoryRow {
     }
 }
 
-#[derive(Debug, Clone, SerializeRow, DeserializeRow)]
+/// No `Debug`: it holds the secret columns.
+#[derive(Clone, SerializeRow, DeserializeRow)]
 struct TenantCql {
     tenant_id: String,
     sdp_base_url: String,
@@ -588,6 +619,8 @@ struct Statements {
     note_posted_insert: PreparedStatement,
     webhook_insert: PreparedStatement,
     webhook_take_over: PreparedStatement,
+    /// A claim whose insert-time cells expired while a later update's did not.
+    webhook_delete_partial: PreparedStatement,
     webhook_confirm: PreparedStatement,
     webhook_release: PreparedStatement,
     event_insert: PreparedStatement,
@@ -639,10 +672,10 @@ impl Statements {
         };
         Ok(Statements {
             tenant_insert: p(format!("INSERT INTO {ks}.tenants ({TENANT_COLUMNS}) VALUES ({TENANT_MARKS}) IF NOT EXISTS")).await?,
-            tenant_update: p(format!("UPDATE {ks}.tenants SET sdp_base_url = :sdp_base_url, sdp_auth = :sdp_auth, sdp_token = :sdp_token, webhook_secret = :webhook_secret, previous_webhook_secret = :previous_webhook_secret, previous_valid_until_ms = :previous_valid_until_ms, api_token_hash = :api_token_hash, requests_per_minute = :requests_per_minute, enabled_events = :enabled_events, suspended = :suspended, updated_at_ms = :updated_at_ms WHERE tenant_id = :tenant_id IF EXISTS")).await?,
+            tenant_update: p(format!("UPDATE {ks}.tenants SET sdp_base_url = :sdp_base_url, sdp_auth = :sdp_auth, sdp_token = :sdp_token, webhook_secret = :webhook_secret, previous_webhook_secret = :previous_webhook_secret, previous_valid_until_ms = :previous_valid_until_ms, api_token_hash = :api_token_hash, requests_per_minute = :requests_per_minute, enabled_events = :enabled_events, suspended = :suspended, created_at_ms = :created_at_ms, updated_at_ms = :updated_at_ms WHERE tenant_id = :tenant_id IF EXISTS")).await?,
             tenant_get: p(format!("SELECT {TENANT_COLUMNS} FROM {ks}.tenants WHERE tenant_id = ?")).await?,
             tenant_list: p(format!("SELECT {TENANT_COLUMNS} FROM {ks}.tenants")).await?,
-            tenant_delete: p(format!("DELETE FROM {ks}.tenants WHERE tenant_id = ?")).await?,
+            tenant_delete: p(format!("DELETE FROM {ks}.tenants WHERE tenant_id = ? IF EXISTS")).await?,
             token_put: p(format!("INSERT INTO {ks}.tenants_by_token (api_token_hash, tenant_id) VALUES (?, ?)")).await?,
             token_get: p(format!("SELECT tenant_id FROM {ks}.tenants_by_token WHERE api_token_hash = ?")).await?,
             token_delete: p(format!("DELETE FROM {ks}.tenants_by_token WHERE api_token_hash = ?")).await?,
@@ -671,7 +704,8 @@ impl Statements {
             note_posted_update: p(format!("UPDATE {ks}.note_records USING TTL ? SET state = 'posted', note_id = ?, ticket_id = ?, updated_at_ms = ? WHERE tenant_id = ? AND bucket = ? AND job_id = ? IF EXISTS")).await?,
             note_posted_insert: p(format!("INSERT INTO {ks}.note_records (tenant_id, bucket, job_id, ticket_id, state, note_id, updated_at_ms) VALUES (?, ?, ?, ?, 'posted', ?, ?) IF NOT EXISTS USING TTL ?")).await?,
             webhook_insert: p(format!("INSERT INTO {ks}.webhook_claims (tenant_id, bucket, webhook_id, job_id, correlation_id, state, created_at_ms) VALUES (?, ?, ?, ?, ?, 'pending', ?) IF NOT EXISTS USING TTL ?")).await?,
-            webhook_take_over: p(format!("UPDATE {ks}.webhook_claims USING TTL ? SET state = 'pending', created_at_ms = ? WHERE tenant_id = ? AND bucket = ? AND webhook_id = ? IF state = ? AND created_at_ms = ?")).await?,
+            webhook_take_over: p(format!("UPDATE {ks}.webhook_claims USING TTL ? SET state = 'pending', created_at_ms = ?, job_id = ?, correlation_id = ? WHERE tenant_id = ? AND bucket = ? AND webhook_id = ? IF state = ? AND created_at_ms = ?")).await?,
+            webhook_delete_partial: p(format!("DELETE FROM {ks}.webhook_claims WHERE tenant_id = ? AND bucket = ? AND webhook_id = ? IF job_id = null")).await?,
             webhook_confirm: p(format!("UPDATE {ks}.webhook_claims USING TTL ? SET state = 'accepted' WHERE tenant_id = ? AND bucket = ? AND webhook_id = ? IF EXISTS")).await?,
             webhook_release: p(format!("UPDATE {ks}.webhook_claims USING TTL ? SET state = 'released' WHERE tenant_id = ? AND bucket = ? AND webhook_id = ? IF state = 'pending'")).await?,
             event_insert: p(format!("INSERT INTO {ks}.event_claims (tenant_id, bucket, ticket_id, event, job_id, created_at_ms) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?")).await?,
@@ -759,8 +793,13 @@ impl ScyllaStore {
             }
         };
         run(format!(
-            "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}",
-            config.replication
+            "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {}{}",
+            config.replication,
+            if config.tablets_disabled {
+                " AND tablets = {'enabled': false}"
+            } else {
+                ""
+            }
         ))
         .await?;
         run(format!(
@@ -988,7 +1027,7 @@ impl TenantStore for ScyllaStore {
             return Err(StoreError::TenantHasData(tenant_id.to_string()));
         }
         self.exec(&self.s.token_delete, (&row.api_token_hash,)).await?;
-        self.exec(&self.s.tenant_delete, (tenant_id,)).await?;
+        self.lwt(&self.s.tenant_delete, (tenant_id,)).await?;
         Ok(true)
     }
 
@@ -1075,40 +1114,45 @@ impl HistoryStore for ScyllaStore {
             .select(&self.s.history_by_job, (&r.tenant_id, &r.job_id), Some(1))
             .await?
             .pop();
+        // Client timestamps: the old rows' tombstones one microsecond
+        // before the new rows, so a delete never shadows an insert of the
+        // same key (in one batch both would share a timestamp, and the
+        // tombstone would win).
+        let ts = now_ms() * 1000;
+        if let Some(o) = old {
+            let mut deletes = Batch::new(BatchType::Logged);
+            let mut keys: Vec<(&str, &str, i64, &str)> = Vec::new();
+            if o.ticket_id != row.ticket_id || o.completed_at_ms != row.completed_at_ms {
+                deletes.append_statement(self.s.history_delete_ticket_row.clone());
+                keys.push((&o.tenant_id, &o.ticket_id, o.completed_at_ms, &o.job_id));
+            }
+            if o.correlation_id != row.correlation_id || o.completed_at_ms != row.completed_at_ms {
+                deletes.append_statement(self.s.history_delete_correlation_row.clone());
+                keys.push((&o.tenant_id, &o.correlation_id, o.completed_at_ms, &o.job_id));
+            }
+            if o.day != row.day || o.completed_at_ms != row.completed_at_ms {
+                deletes.append_statement(self.s.history_delete_day_row.clone());
+                keys.push((&o.tenant_id, &o.day, o.completed_at_ms, &o.job_id));
+            }
+            if !keys.is_empty() {
+                deletes.set_timestamp(Some(ts - 1));
+                self.session
+                    .batch(&deletes, keys)
+                    .await
+                    .map_err(|e| classify_execution_error(&e))?;
+            }
+        }
         let mut batch = Batch::new(BatchType::Logged);
         for stmt in &self.s.history_insert {
             batch.append_statement(stmt.clone());
         }
         batch.append_statement(self.s.day_put.clone());
+        batch.set_timestamp(Some(ts));
         let day = (r.tenant_id.as_str(), "history", row.day.as_str());
-        match old {
-            Some(o)
-                if o.completed_at_ms != row.completed_at_ms
-                    || o.ticket_id != row.ticket_id
-                    || o.correlation_id != row.correlation_id =>
-            {
-                batch.append_statement(self.s.history_delete_ticket_row.clone());
-                batch.append_statement(self.s.history_delete_correlation_row.clone());
-                batch.append_statement(self.s.history_delete_day_row.clone());
-                // Deletes first in the statement list would not order them:
-                // a batch applies all with one timestamp, so a delete and an
-                // insert of the same clustering row would conflict. They
-                // never share a key here (the key changed).
-                let values = (
-                    &row,
-                    &row,
-                    &row,
-                    &row,
-                    day,
-                    (&o.tenant_id, &o.ticket_id, o.completed_at_ms, &o.job_id),
-                    (&o.tenant_id, &o.correlation_id, o.completed_at_ms, &o.job_id),
-                    (&o.tenant_id, &o.day, o.completed_at_ms, &o.job_id),
-                );
-                self.session.batch(&batch, values).await
-            }
-            _ => self.session.batch(&batch, (&row, &row, &row, &row, day)).await,
-        }
-        .map_err(|e| classify_execution_error(&e))?;
+        self.session
+            .batch(&batch, (&row, &row, &row, &row, day))
+            .await
+            .map_err(|e| classify_execution_error(&e))?;
         Ok(())
     }
 
@@ -1296,15 +1340,31 @@ impl IdempotencyStore for ScyllaStore {
         if first.applied {
             return Ok(proceed(job_id.to_string(), correlation_id.to_string()));
         }
+        let mut first = first;
+        if first.text("job_id").is_none() {
+            // Only cells of a later update are left (the insert's expired
+            // first: `USING TTL` covers the cells a statement writes): the
+            // claim is past its retention. Delete what is left, claim anew.
+            self.lwt(&self.s.webhook_delete_partial, (tenant_id, b, webhook_id))
+                .await?;
+            first = self
+                .lwt(
+                    &self.s.webhook_insert,
+                    (tenant_id, b, webhook_id, job_id, correlation_id, now, ttl),
+                )
+                .await?;
+            if first.applied {
+                return Ok(proceed(job_id.to_string(), correlation_id.to_string()));
+            }
+        }
         let (Some(first_job), Some(first_corr), Some(state), Some(created)) = (
             first.text("job_id"),
             first.text("correlation_id"),
             first.text("state"),
             first.bigint("created_at_ms"),
         ) else {
-            return Err(StoreError::Corrupt(format!(
-                "webhook claim {webhook_id} of tenant {tenant_id} lacks columns"
-            )));
+            // Raced with another partial-row clean-up: answer as in flight.
+            return Ok(WebhookClaim::InFlight);
         };
         if state == "accepted" {
             return Ok(WebhookClaim::Accepted {
@@ -1321,7 +1381,17 @@ impl IdempotencyStore for ScyllaStore {
             let taken = self
                 .lwt(
                     &self.s.webhook_take_over,
-                    (ttl, now, tenant_id, b, webhook_id, state.as_str(), created),
+                    (
+                        ttl,
+                        now,
+                        &first_job,
+                        &first_corr,
+                        tenant_id,
+                        b,
+                        webhook_id,
+                        state.as_str(),
+                        created,
+                    ),
                 )
                 .await?;
             if taken.applied {
