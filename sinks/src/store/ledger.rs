@@ -198,8 +198,9 @@ impl Ledger {
 
 /// The writer's statements, prepared once; each is reset before it runs.
 struct Statements {
-    expire: Statement,
-    event_expire: Statement,
+    /// An expired claim (past retention, not swept yet) becomes a new one.
+    renew: Statement,
+    event_renew: Statement,
     event_insert: Statement,
     event_select: Statement,
     /// Statements of `Exec` operations, prepared on first use.
@@ -215,10 +216,10 @@ impl Statements {
     async fn prepare(conn: &Connection) -> Result<Self, StoreError> {
         let p = |sql: &'static str| async move { conn.prepare(sql).await.map_err(unavailable) };
         Ok(Statements {
-            expire: p("DELETE FROM webhook_dedup WHERE tenant_id = ?1 AND webhook_id = ?2 AND created_at_ms < ?3").await?,
-            event_expire: p("DELETE FROM event_dedup WHERE tenant_id = ?1 AND ticket_id = ?2 AND event = ?3 AND created_at_ms < ?4").await?,
+            renew: p("UPDATE webhook_dedup SET job_id = ?3, correlation_id = ?4, state = 'pending', created_at_ms = ?5 WHERE tenant_id = ?1 AND webhook_id = ?2 AND created_at_ms = ?6").await?,
+            event_renew: p("UPDATE event_dedup SET job_id = ?4, created_at_ms = ?5 WHERE tenant_id = ?1 AND ticket_id = ?2 AND event = ?3 AND created_at_ms = ?6").await?,
             event_insert: p("INSERT OR IGNORE INTO event_dedup (tenant_id, ticket_id, event, job_id, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)").await?,
-            event_select: p("SELECT job_id FROM event_dedup WHERE tenant_id = ?1 AND ticket_id = ?2 AND event = ?3").await?,
+            event_select: p("SELECT job_id, created_at_ms FROM event_dedup WHERE tenant_id = ?1 AND ticket_id = ?2 AND event = ?3").await?,
             cached: HashMap::new(),
             insert: p("INSERT OR IGNORE INTO webhook_dedup (tenant_id, webhook_id, job_id, correlation_id, state, created_at_ms) VALUES (?1, ?2, ?3, ?4, 'pending', ?5)").await?,
             select: p("SELECT job_id, correlation_id, state, created_at_ms FROM webhook_dedup WHERE tenant_id = ?1 AND webhook_id = ?2").await?,
@@ -249,8 +250,6 @@ async fn claim(
     expired_before_ms: i64,
 ) -> Result<WebhookClaim, StoreError> {
     let now = now_ms();
-    // An expired claim (older than the retention, not swept yet) is gone.
-    execute(&s.expire, params![tenant_id, webhook_id, expired_before_ms]).await?;
     if execute(&s.insert, params![tenant_id, webhook_id, job_id, correlation_id, now]).await? > 0 {
         return Ok(WebhookClaim::Proceed {
             job_id: job_id.to_string(),
@@ -278,6 +277,22 @@ async fn claim(
     let Some((first_job, first_corr, state, created)) = first else {
         return Ok(WebhookClaim::InFlight);
     };
+    if created < expired_before_ms {
+        // Past its retention (the sweep has not come yet): as if absent.
+        if execute(
+            &s.renew,
+            params![tenant_id, webhook_id, job_id, correlation_id, now, created],
+        )
+        .await?
+            > 0
+        {
+            return Ok(WebhookClaim::Proceed {
+                job_id: job_id.to_string(),
+                correlation_id: correlation_id.to_string(),
+            });
+        }
+        return Ok(WebhookClaim::InFlight);
+    }
     if state == "accepted" {
         return Ok(WebhookClaim::Accepted {
             job_id: first_job,
@@ -352,8 +367,10 @@ async fn claim_event(
     job_id: &str,
     expired_before_ms: i64,
 ) -> Result<Option<String>, StoreError> {
-    execute(&s.event_expire, params![tenant_id, ticket_id, event, expired_before_ms]).await?;
-    execute(&s.event_insert, params![tenant_id, ticket_id, event, job_id, now_ms()]).await?;
+    let now = now_ms();
+    if execute(&s.event_insert, params![tenant_id, ticket_id, event, job_id, now]).await? > 0 {
+        return Ok(None);
+    }
     s.event_select.reset();
     let first = {
         let mut rows = s
@@ -362,12 +379,28 @@ async fn claim_event(
             .await
             .map_err(unavailable)?;
         match rows.next().await.map_err(unavailable)? {
-            Some(row) => Some(row.get::<String>(0).map_err(corrupt)?),
+            Some(row) => Some((
+                row.get::<String>(0).map_err(corrupt)?,
+                row.get::<i64>(1).map_err(corrupt)?,
+            )),
             None => None,
         }
     };
     s.event_select.reset();
-    Ok(first.filter(|f| f != job_id))
+    let Some((first, created)) = first else {
+        return Ok(None);
+    };
+    if created < expired_before_ms
+        && execute(
+            &s.event_renew,
+            params![tenant_id, ticket_id, event, job_id, now, created],
+        )
+        .await?
+            > 0
+    {
+        return Ok(None);
+    }
+    Ok(Some(first).filter(|f| f != job_id))
 }
 
 /// Runs an `Exec` operation's statements inside a savepoint, so they apply
