@@ -134,18 +134,18 @@ pub(crate) async fn skip(
     reason: String,
 ) -> Result<StageOutput, StageFailure> {
     info!(reason = %reason, "event skipped");
-    let row = skipped_row(meta, subject, reason);
-    services
-        .tenants
-        .store()
-        .put_history(&row)
-        .await
-        .map_err(store_failure)?;
+    record_outcome(services, &skipped_row(meta, subject, reason)).await?;
+    Ok(StageOutput::Done)
+}
+
+/// Writes a job's history row and counts its outcome.
+pub(crate) async fn record_outcome(services: &Services, row: &HistoryRow) -> Result<(), StageFailure> {
+    services.tenants.store().put_history(row).await.map_err(store_failure)?;
     metrics()
         .enhancements
-        .with_label_values(&[&meta.tenant_id, "skipped"])
+        .with_label_values(&[&row.tenant_id, row.status.as_str()])
         .inc();
-    Ok(StageOutput::Done)
+    Ok(())
 }
 
 pub(crate) fn elapsed_ms(since: std::time::Instant) -> i64 {

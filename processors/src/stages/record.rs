@@ -10,12 +10,11 @@ use schemas::{
     Codec, FailureEnvelope, GatheredContext, Record, SynthesizedEnhancement, TicketFields, TicketUpdated, ValidatedJob,
     WebhookReceived,
 };
-use sinks::metrics::metrics;
 use sinks::now_ms;
 use sinks::store::{ContextCountsRow, HistoryRow, HistoryStatus};
 use tracing::info;
 
-use super::{decode, store_failure, Services};
+use super::{decode, Services};
 use crate::runtime::{Stage, StageFailure, StageInput, StageOutput};
 
 pub struct RecordStage {
@@ -127,16 +126,7 @@ impl Stage for RecordStage {
             info!(job_id = %row.job_id, "dead-lettered record without a tenant; not recorded in history");
             return Ok(StageOutput::Done);
         }
-        self.services
-            .tenants
-            .store()
-            .put_history(&row)
-            .await
-            .map_err(store_failure)?;
-        metrics()
-            .enhancements
-            .with_label_values(&[&row.tenant_id, row.status.as_str()])
-            .inc();
+        super::record_outcome(&self.services, &row).await?;
         info!(status = row.status.as_str(), "enhancement recorded");
         Ok(StageOutput::Done)
     }
