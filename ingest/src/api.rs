@@ -52,12 +52,54 @@ fn authenticate_admin(state: &IngestState, headers: &HeaderMap) -> Result<(), Ap
         ));
     };
     let got = bearer(headers).ok_or_else(|| ApiError::unauthorized("missing admin bearer token"))?;
-    // Compare digests so length differences take the same time.
-    let (a, b) = (Sha256::digest(got.as_bytes()), Sha256::digest(want.expose().as_bytes()));
-    if a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) != 0 {
+    if !token_matches(got, want.expose()) {
         return Err(ApiError::unauthorized("invalid admin token"));
     }
     Ok(())
+}
+
+/// Compares a presented token with the expected one in constant time
+/// (digests, so length differences take the same time too).
+pub(crate) fn token_matches(got: &str, want: &str) -> bool {
+    let (a, b) = (Sha256::digest(got.as_bytes()), Sha256::digest(want.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token of `Authorization: Bearer <t>` or, for browsers, the password
+/// of `Authorization: Basic` (any user name).
+pub(crate) fn bearer_or_basic(headers: &HeaderMap) -> Option<String> {
+    if let Some(t) = bearer(headers) {
+        return Some(t.to_string());
+    }
+    use base64::Engine;
+    let b64 = headers.get("authorization")?.to_str().ok()?.strip_prefix("Basic ")?.trim();
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (_, password) = text.split_once(':')?;
+    (!password.is_empty()).then(|| password.to_string())
+}
+
+/// Read-only operator access (lag, DLQ listing, dashboard): the admin token
+/// or `TICKETFLOW_VIEWER_TOKEN`, as a bearer token or a Basic password.
+pub(crate) fn authenticate_viewer(state: &IngestState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let (admin, viewer) = (&state.settings.admin_token, &state.settings.viewer_token);
+    if admin.is_none() && viewer.is_none() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "operator pages are disabled: set TICKETFLOW_ADMIN_TOKEN or TICKETFLOW_VIEWER_TOKEN",
+        ));
+    }
+    let got = bearer_or_basic(headers)
+        .ok_or_else(|| ApiError::unauthorized("missing admin or viewer token (Authorization: Bearer <token>)"))?;
+    // Both compared, whichever matches, so timing says nothing about which.
+    let a = admin.as_ref().is_some_and(|w| token_matches(&got, w.expose()));
+    let v = viewer.as_ref().is_some_and(|w| token_matches(&got, w.expose()));
+    if a | v {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("invalid admin or viewer token"))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +152,15 @@ pub async fn add_feedback(
         created_at_ms: now_ms(),
     };
     store.add_feedback(&fb).await?;
+    let helpful = match fb.helpful {
+        Some(true) => "true",
+        Some(false) => "false",
+        None => "unanswered",
+    };
+    sinks::metrics::metrics()
+        .feedback
+        .with_label_values(&[&fb.tenant_id, &fb.rating.to_string(), helpful])
+        .inc();
     Ok((StatusCode::CREATED, Json(json!(fb))))
 }
 
@@ -246,7 +297,7 @@ pub async fn enhancement_by_job(
 }
 
 pub async fn lag(State(state): State<Arc<IngestState>>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    authenticate_admin(&state, &headers)?;
+    authenticate_viewer(&state, &headers)?;
     state
         .ops
         .lag()
@@ -294,8 +345,19 @@ pub async fn dlq_list(
 #[serde(deny_unknown_fields)]
 pub struct RetryBody {
     stage: String,
-    /// `[{"partition": p, "offset": o}]`; absent: every record on the DLQ.
+    /// `[{"partition": p, "offset": o}]`: exactly these, even if retried
+    /// before; absent: every record not retried before that the filters select.
     records: Option<Vec<HashMap<String, i64>>>,
+    tenant: Option<String>,
+    ticket: Option<String>,
+    /// `retryable` or `permanent`.
+    error_class: Option<String>,
+    /// Epoch ms: only dead letters written at or after it.
+    from_ms: Option<i64>,
+    /// Epoch ms: stop at the first dead letter written at or after it.
+    to_ms: Option<i64>,
+    /// List what would be re-sent; send and remember nothing.
+    dry_run: Option<bool>,
 }
 
 pub async fn dlq_retry(
@@ -307,12 +369,12 @@ pub async fn dlq_retry(
     let body: RetryBody =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid retry body: {e}")))?;
     let stage = stage_param(Some(&body.stage))?;
-    let offsets = match body.records {
+    let records = match body.records {
         None => None,
         Some(list) => Some(
             list.iter()
                 .map(|r| match (r.get("partition"), r.get("offset")) {
-                    (Some(p), Some(o)) if *p >= 0 && *o >= 0 => Ok((*p as i32, *o)),
+                    (Some(p), Some(o)) if *p >= 0 && *p <= i64::from(i32::MAX) && *o >= 0 => Ok((*p as i32, *o)),
                     _ => Err(ApiError::bad_request(
                         "each record needs a non-negative partition and offset",
                     )),
@@ -320,9 +382,42 @@ pub async fn dlq_retry(
                 .collect::<Result<Vec<_>, _>>()?,
         ),
     };
+    let filtered = body.tenant.is_some()
+        || body.ticket.is_some()
+        || body.error_class.is_some()
+        || body.from_ms.is_some()
+        || body.to_ms.is_some();
+    if records.is_some() && filtered {
+        return Err(ApiError::bad_request(
+            "records names exact dead letters: tenant, ticket, error_class, from_ms and to_ms do not apply to it",
+        ));
+    }
+    if let Some(c) = body
+        .error_class
+        .as_deref()
+        .filter(|c| !["retryable", "permanent"].contains(c))
+    {
+        return Err(ApiError::bad_request(format!(
+            "error_class '{c}' must be retryable or permanent"
+        )));
+    }
+    if let (Some(f), Some(t)) = (body.from_ms, body.to_ms) {
+        if f >= t {
+            return Err(ApiError::bad_request("from_ms must be before to_ms"));
+        }
+    }
+    let request = crate::DlqRetryRequest {
+        records,
+        tenant: body.tenant,
+        ticket: body.ticket,
+        error_class: body.error_class,
+        from_ms: body.from_ms,
+        to_ms: body.to_ms,
+        dry_run: body.dry_run.unwrap_or(false),
+    };
     state
         .ops
-        .dlq_retry(stage, offsets)
+        .dlq_retry(stage, request)
         .await
         .map(Json)
         .map_err(|e| ApiError::unavailable("broker_unavailable", e))

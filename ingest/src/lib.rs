@@ -39,11 +39,30 @@ pub trait Operations: Send + Sync {
     /// Records on a stage's dead-letter topic (newest last), as JSON.
     async fn dlq_list(&self, stage: &str, limit: usize) -> Result<Value, String>;
     /// Re-sends dead-lettered records to their stage's input; returns a summary.
-    async fn dlq_retry(&self, stage: &str, offsets: Option<Vec<(i32, i64)>>) -> Result<Value, String>;
+    async fn dlq_retry(&self, stage: &str, request: DlqRetryRequest) -> Result<Value, String>;
     /// Whether the broker answers metadata requests.
     async fn kafka_ok(&self) -> Result<(), String>;
     /// State of the external systems as seen by this process (`llm`, `servicedesk`).
     fn external_checks(&self) -> Vec<(&'static str, bool, String)>;
+}
+
+/// What `POST /api/v1/dlq/retry` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DlqRetryRequest {
+    /// Exactly these records (partition, offset), even if retried before;
+    /// filters do not apply and nothing is remembered. `None`: every record
+    /// not retried before that the filters select.
+    pub records: Option<Vec<(i32, i64)>>,
+    pub tenant: Option<String>,
+    pub ticket: Option<String>,
+    /// `retryable` or `permanent`.
+    pub error_class: Option<String>,
+    /// Only dead letters written at or after this time (epoch ms).
+    pub from_ms: Option<i64>,
+    /// Stop at the first dead letter written at or after this time (epoch ms).
+    pub to_ms: Option<i64>,
+    /// List what would be re-sent; send and remember nothing.
+    pub dry_run: bool,
 }
 
 /// The process's own health beyond broker and store (stage tasks,
@@ -61,6 +80,8 @@ pub struct IngestSettings {
     pub tolerance: Duration,
     /// `TICKETFLOW_ADMIN_TOKEN`; admin endpoints answer 401 without it.
     pub admin_token: Option<Secret>,
+    /// `TICKETFLOW_VIEWER_TOKEN`: read-only operator access (dashboard, lag, DLQ list).
+    pub viewer_token: Option<Secret>,
     /// Webhooks per second each tenant may send (burst: twice that).
     pub tenant_rate_per_sec: f64,
     /// Longest wait for the broker's acknowledgement before answering 503.
@@ -75,6 +96,7 @@ impl Default for IngestSettings {
             max_body_bytes: 1024 * 1024,
             tolerance: Duration::from_secs(300),
             admin_token: None,
+            viewer_token: None,
             tenant_rate_per_sec: 1000.0,
             produce_timeout: Duration::from_secs(10),
             webhooks_topic: "ticketflow.webhooks".into(),
@@ -135,6 +157,41 @@ pub fn router(state: Arc<IngestState>) -> Router {
         .route("/dashboard", get(health::dashboard))
         .fallback(error::not_found)
         .with_state(state)
+}
+
+/// What a process that does not run ingest serves on its ops address:
+/// health, metrics, lag, the DLQ listing and the dashboard — no webhooks
+/// and no tenant API.
+pub fn ops_router(state: Arc<IngestState>) -> Router {
+    Router::new()
+        .route("/api/v1/lag", get(api::lag))
+        .route("/api/v1/dlq", get(api::dlq_list))
+        .route("/health", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/health/enhancement", get(health::enhancement))
+        .route("/metrics", get(health::metrics_text))
+        .route("/dashboard", get(health::dashboard))
+        .fallback(error::not_found)
+        .with_state(state)
+}
+
+/// Serves the ops router until `shutdown` is cancelled (then readiness
+/// answers 503 while the process drains).
+pub async fn serve_ops(
+    listener: tokio::net::TcpListener,
+    state: Arc<IngestState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "ops endpoints listening (health, metrics, lag, dashboard)");
+    let s = state.clone();
+    let graceful = async move {
+        shutdown.cancelled().await;
+        s.draining.store(true, Ordering::Relaxed);
+    };
+    axum::serve(listener, ops_router(state))
+        .with_graceful_shutdown(graceful)
+        .await
 }
 
 /// Serves until `shutdown` is cancelled. From cancellation on, webhooks get

@@ -19,13 +19,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use processors::producer::ProduceError;
+use processors::trace;
 use schemas::{Codec, JobMeta, WebhookReceived};
 use serde_json::{json, Value};
 use sinks::metrics::metrics;
 use sinks::now_ms;
 use sinks::store::{WebhookClaim, WebhookSecrets};
 use sinks::Secret;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::error::ApiError;
 use crate::signature::verify;
@@ -135,6 +136,42 @@ pub fn required_fields(body: &Value) -> Result<(String, String), ApiError> {
     Ok((id, event))
 }
 
+/// The route of the webhook endpoint, as the server span names it.
+const ROUTE: &str = "/webhooks/servicedesk/{tenant_id}";
+
+/// The server span of one webhook request: a child of the request's own
+/// `traceparent` header when it has one, else the root of the job's trace.
+fn server_span(tenant_id: &str, headers: &HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!(
+        "webhook",
+        tenant_id = %tenant_id,
+        ticket_id = tracing::field::Empty,
+        job_id = tracing::field::Empty,
+        correlation_id = tracing::field::Empty,
+        otel.name = %format_args!("POST {ROUTE}"),
+        otel.kind = "server",
+    );
+    trace::set_remote_parent(&span, header(headers, "traceparent"));
+    trace::attr(&span, "http.request.method", "POST");
+    trace::attr(&span, "http.route", ROUTE);
+    trace::attr(&span, "url.scheme", "http");
+    trace::attr(&span, "url.path", format!("/webhooks/servicedesk/{tenant_id}"));
+    if let Some(host) = header(headers, "host") {
+        let (address, port) = match host.rsplit_once(':') {
+            Some((a, p)) if p.parse::<u16>().is_ok() => (a, p.parse::<i64>().ok()),
+            _ => (host, None),
+        };
+        trace::attr(&span, "server.address", address.to_string());
+        if let Some(port) = port {
+            trace::attr(&span, "server.port", port);
+        }
+    }
+    if let Some(agent) = header(headers, "user-agent") {
+        trace::attr(&span, "user_agent.original", agent.to_string());
+    }
+    span
+}
+
 pub async fn receive(
     State(state): State<Arc<IngestState>>,
     Path(tenant_id): Path<String>,
@@ -142,7 +179,21 @@ pub async fn receive(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let result = handle(&state, &tenant_id, &headers, body).await;
+    let span = server_span(&tenant_id, &headers);
+    let result = handle(&state, &tenant_id, &headers, body)
+        .instrument(span.clone())
+        .await;
+    let status = match &result {
+        Ok(_) => StatusCode::ACCEPTED,
+        Err(e) => e.status,
+    };
+    trace::attr(&span, "http.response.status_code", i64::from(status.as_u16()));
+    if let Err(e) = &result {
+        // Server spans fail on 5xx only (a 4xx is the client's error).
+        if status.is_server_error() {
+            trace::set_error(&span, e.code, e.message.as_str());
+        }
+    }
     metrics()
         .webhook_request_duration
         .with_label_values::<&str>(&[])
@@ -280,9 +331,11 @@ async fn handle(
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let store = state.tenants.store();
-    let (job_id, correlation_id) = match store
-        .claim_webhook(tenant_id, id, &offered_job, &offered_corr, STALE_CLAIM_MS)
-        .await?
+    let (job_id, correlation_id) = match trace::store_call(
+        "claim_webhook",
+        store.claim_webhook(tenant_id, id, &offered_job, &offered_corr, STALE_CLAIM_MS),
+    )
+    .await?
     {
         WebhookClaim::Proceed { job_id, correlation_id } => (job_id, correlation_id),
         WebhookClaim::Accepted { job_id, correlation_id } => {
@@ -301,6 +354,10 @@ async fn handle(
         }
     };
 
+    let span = tracing::Span::current();
+    span.record("ticket_id", ticket_id.as_str());
+    span.record("job_id", job_id.as_str());
+    span.record("correlation_id", correlation_id.as_str());
     let meta = JobMeta {
         job_id: job_id.clone(),
         correlation_id: correlation_id.clone(),
@@ -348,7 +405,7 @@ async fn handle(
         .await;
     match sent {
         Ok(_) => {
-            store.confirm_webhook(tenant_id, id).await?;
+            trace::store_call("confirm_webhook", store.confirm_webhook(tenant_id, id)).await?;
             info!(tenant_id, ticket_id = %ticket_id, correlation_id = %correlation_id, job_id = %job_id, "webhook accepted");
             Ok((json!({"job_id": job_id, "correlation_id": correlation_id}), false))
         }

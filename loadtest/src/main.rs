@@ -383,6 +383,7 @@ async fn rig(args: &Args, components: &[&str]) -> anyhow::Result<Rig> {
         vars.insert("KAFKA_BROKERS".into(), broker_addr.to_string());
     }
     vars.insert("TICKETFLOW_HTTP_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("TICKETFLOW_OPS_ADDR".into(), "127.0.0.1:0".into());
     vars.insert("TICKETFLOW_PARTITIONS".into(), args.partitions.to_string());
     vars.insert("TICKETFLOW_RETRY_TIERS".into(), "2s,5s,10s".into());
     vars.insert("TICKETFLOW_TENANT_RATE".into(), "100000".into());

@@ -67,6 +67,7 @@ async fn drive_a_running_deployment(data_dir: &std::path::Path) {
     vars.insert("TICKETFLOW_DATA_DIR".into(), data_dir.display().to_string());
     vars.insert("TICKETFLOW_BROKER_ADDR".into(), format!("127.0.0.1:{}", free_port()));
     vars.insert("TICKETFLOW_HTTP_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("TICKETFLOW_OPS_ADDR".into(), "127.0.0.1:0".into());
     vars.insert("TICKETFLOW_PARTITIONS".into(), "2".into());
     vars.insert("TICKETFLOW_RETRY_TIERS".into(), "2s,5s,10s".into());
     vars.insert("TICKETFLOW_TENANT_RATE".into(), "100000".into());

@@ -8,6 +8,8 @@
 //!   first unfinished record, routes failures to retry tiers and the
 //!   dead-letter topic, and drains on rebalance and shutdown.
 //! - [`headers`]: the record headers of ARCHITECTURE §3.
+//! - [`trace`]: OpenTelemetry spans and `traceparent` propagation across
+//!   Kafka hops (ARCHITECTURE §8).
 //! - [`stages`]: the stages themselves, plain async functions over typed
 //!   records behind the [`Stage`] trait, testable without a broker.
 //!
@@ -18,5 +20,6 @@ pub mod headers;
 pub mod producer;
 pub mod runtime;
 pub mod stages;
+pub mod trace;
 
 pub use runtime::{run_stage, InputKind, InputTopic, Stage, StageFailure, StageInput, StageOutput, StageWiring};

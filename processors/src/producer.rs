@@ -27,7 +27,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
-use tracing::{error, info, warn};
+use tracing::{error, info, warn, Instrument};
 
 /// Failed deliveries in a row (with the broker answering) before the
 /// producer counts as stuck.
@@ -142,16 +142,39 @@ impl DurableProducer {
         headers: OwnedHeaders,
         timeout: Duration,
     ) -> Result<(i32, i64), ProduceError> {
-        let producer = self.current();
-        let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
-        match producer.send(record, rdkafka::util::Timeout::After(timeout)).await {
-            Ok(delivery) => {
-                self.failures_in_a_row.store(0, Ordering::Relaxed);
-                *self.first_failure.lock().expect("producer lock") = None;
-                Ok((delivery.partition, delivery.offset))
+        // One producer span per send (so per attempt); the record carries
+        // its context as `traceparent` (see `crate::trace`).
+        let span = crate::trace::send_span(topic, key);
+        let headers = match crate::trace::traceparent_of(&span) {
+            Some(tp) => {
+                crate::trace::job_attributes(&span, &headers);
+                crate::trace::with_traceparent(headers, &tp)
             }
-            Err((e, _)) => Err(self.failed(&producer, e).await),
+            None => headers,
+        };
+        let result = async {
+            let producer = self.current();
+            let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+            match producer.send(record, rdkafka::util::Timeout::After(timeout)).await {
+                Ok(delivery) => {
+                    self.failures_in_a_row.store(0, Ordering::Relaxed);
+                    *self.first_failure.lock().expect("producer lock") = None;
+                    Ok((delivery.partition, delivery.offset))
+                }
+                Err((e, _)) => Err(self.failed(&producer, e).await),
+            }
         }
+        .instrument(span.clone())
+        .await;
+        match &result {
+            Ok((partition, offset)) => crate::trace::kafka_position(&span, *partition, *offset),
+            Err(e) => crate::trace::set_error(
+                &span,
+                if e.is_permanent() { "permanent" } else { "transient" },
+                e.message(),
+            ),
+        }
+        result
     }
 
     async fn failed(&self, producer: &Arc<FutureProducer>, e: KafkaError) -> ProduceError {

@@ -20,6 +20,22 @@ pub struct Metrics {
     pub external_request_duration: HistogramVec,
     pub circuit_breaker_state: IntGaugeVec,
     pub enhancements: IntCounterVec,
+    /// Burrow-style verdict per group: 1 on the group's current status, 0 on the others.
+    pub consumer_group_status: IntGaugeVec,
+    /// Records waiting per group and tenant (keys are `tenant:ticket`).
+    pub tenant_backlog: IntGaugeVec,
+    /// Estimated seconds until a group's lag reaches zero at the rate of the window; -1 when it is not draining.
+    pub consumer_lag_drain_seconds: GaugeVec,
+    /// Records a group's committed offsets advanced per second over the window (cluster-wide throughput).
+    pub consumer_group_rate: GaugeVec,
+    /// Records waiting on each stage's dead-letter topic (high minus low watermark).
+    pub dlq_depth: IntGaugeVec,
+    /// Webhook received (ingest) to note posted (update), per job.
+    pub end_to_end_duration: HistogramVec,
+    /// Technician feedback received, by tenant, rating and helpfulness.
+    pub feedback: IntCounterVec,
+    /// 1 while a stage of this process runs and holds what it needs, else 0.
+    pub stage_ready: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -41,9 +57,21 @@ fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     g
 }
 
+fn float_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("metric registered once");
+    g
+}
+
 impl Metrics {
     fn new() -> Self {
         let r = Registry::new();
+        // CPU seconds, resident and virtual memory, open and max file
+        // descriptors, start time and threads of this process
+        // (`process_*`, the names every Prometheus client uses).
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("process collector registered once");
         let consumer_lag_seconds = GaugeVec::new(
             Opts::new(
                 "ticketflow_consumer_lag_seconds",
@@ -121,6 +149,65 @@ impl Metrics {
                 "ticketflow_enhancements_total",
                 "Finished enhancement jobs by tenant and history status",
                 &["tenant", "status"],
+            ),
+            consumer_group_status: gauge(
+                &r,
+                "ticketflow_consumer_group_status",
+                "1 on the group's current lag status (OK, WARN, ERR, STOP, STALL, REWIND), 0 on the others",
+                &["group", "status"],
+            ),
+            tenant_backlog: gauge(
+                &r,
+                "ticketflow_tenant_backlog",
+                "Records not yet consumed per group and tenant",
+                &["group", "tenant"],
+            ),
+            consumer_lag_drain_seconds: float_gauge(
+                &r,
+                "ticketflow_consumer_lag_drain_seconds",
+                "Estimated time for a group to drain its lag at the window's net rate; -1 when not draining",
+                &["group"],
+            ),
+            consumer_group_rate: float_gauge(
+                &r,
+                "ticketflow_consumer_group_records_per_second",
+                "Rate at which a group's committed offsets advance (all its members together)",
+                &["group"],
+            ),
+            dlq_depth: gauge(
+                &r,
+                "ticketflow_dlq_depth",
+                "Records held by a stage's dead-letter topic",
+                &["stage"],
+            ),
+            end_to_end_duration: {
+                let buckets = vec![
+                    0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0,
+                    600.0, 1800.0,
+                ];
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "ticketflow_end_to_end_duration_seconds",
+                        "Webhook received by ingest to note posted on the ticket",
+                    )
+                    .buckets(buckets),
+                    &[],
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("metric registered once");
+                h
+            },
+            feedback: counter(
+                &r,
+                "ticketflow_feedback_total",
+                "Technician feedback by tenant, rating (1-5) and helpful (true/false)",
+                &["tenant", "rating", "helpful"],
+            ),
+            stage_ready: gauge(
+                &r,
+                "ticketflow_stage_ready",
+                "1 while the stage runs in this process and holds its partitions, else 0",
+                &["stage"],
             ),
             registry: r,
         }

@@ -118,6 +118,9 @@ pub fn services(config: &Config, store: Arc<dyn Store>) -> Arc<Services> {
 pub struct Running {
     /// Where ingest listens, when this process runs it.
     pub http_addr: Option<SocketAddr>,
+    /// Where a process without ingest serves health, metrics, lag and the
+    /// dashboard (`TICKETFLOW_OPS_ADDR`).
+    pub ops_addr: Option<SocketAddr>,
     pub bootstrap: String,
     pub store: Arc<dyn Store>,
     pub services: Arc<Services>,
@@ -253,10 +256,20 @@ pub async fn start(config: &Config, components: &[String]) -> anyhow::Result<Run
     let producer = factory
         .durable_producer(Duration::from_secs(10))
         .context("creating producer")?;
+    let monitored = config.lag_monitor.stages(components);
+    let monitor = (!monitored.is_empty()).then(|| {
+        Arc::new(crate::lag::LagMonitor::new(
+            factory.clone(),
+            flow.clone(),
+            monitored,
+            config.lag.clone(),
+        ))
+    });
     let ops = Arc::new(KafkaOps {
         factory: factory.clone(),
         dataflow: flow.clone(),
         services: Some(services.clone()),
+        monitor: monitor.clone(),
     });
 
     let stage_shutdown = CancellationToken::new();
@@ -305,48 +318,54 @@ pub async fn start(config: &Config, components: &[String]) -> anyhow::Result<Run
 
     let ingest_shutdown = CancellationToken::new();
     let background = CancellationToken::new();
-    let (mut http_addr, mut ingest_state, mut ingest_task) = (None, None, None);
-    if components.iter().any(|c| c == "ingest") {
-        let listener = tokio::net::TcpListener::bind(config.http_addr)
-            .await
-            .with_context(|| format!("binding TICKETFLOW_HTTP_ADDR {}", config.http_addr))?;
-        http_addr = Some(listener.local_addr()?);
-        let settings = ingest::IngestSettings {
-            max_body_bytes: config.max_body_bytes,
-            tolerance: Duration::from_secs(300),
-            admin_token: config.admin_token.clone(),
-            tenant_rate_per_sec: config.tenant_rate_per_sec,
-            produce_timeout: Duration::from_secs(10),
-            webhooks_topic: flow.webhooks(),
+    let runs_ingest = components.iter().any(|c| c == "ingest");
+    // Every process serves health, metrics, lag and the dashboard: on the
+    // ingest address when it runs ingest, else on TICKETFLOW_OPS_ADDR.
+    let (bind, what) = if runs_ingest {
+        (config.http_addr, "TICKETFLOW_HTTP_ADDR")
+    } else {
+        (config.ops_addr, "TICKETFLOW_OPS_ADDR")
+    };
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("binding {what} {bind}"))?;
+    let bound = listener.local_addr()?;
+    let settings = ingest::IngestSettings {
+        max_body_bytes: config.max_body_bytes,
+        tolerance: Duration::from_secs(300),
+        admin_token: config.admin_token.clone(),
+        viewer_token: config.viewer_token.clone(),
+        tenant_rate_per_sec: config.tenant_rate_per_sec,
+        produce_timeout: Duration::from_secs(10),
+        webhooks_topic: flow.webhooks(),
+    };
+    let state = ingest::IngestState::new(
+        TenantCache::new(store.clone(), TENANT_CACHE_TTL),
+        producer.clone(),
+        settings,
+        ops.clone(),
+    );
+    let checks: Arc<dyn ingest::ProcessChecks> = health.clone();
+    let _ = state.process.set(checks);
+    let (http_addr, ops_addr) = if runs_ingest {
+        (Some(bound), None)
+    } else {
+        (None, Some(bound))
+    };
+    let ingest_state = Some(state.clone());
+    let token = ingest_shutdown.clone();
+    let ingest_task = Some(tokio::spawn(async move {
+        let served = if runs_ingest {
+            ingest::serve(listener, state, token).await
+        } else {
+            ingest::serve_ops(listener, state, token).await
         };
-        let state = ingest::IngestState::new(
-            TenantCache::new(store.clone(), TENANT_CACHE_TTL),
-            producer.clone(),
-            settings,
-            ops.clone(),
-        );
-        let checks: Arc<dyn ingest::ProcessChecks> = health.clone();
-        let _ = state.process.set(checks);
-        ingest_state = Some(state.clone());
-        let token = ingest_shutdown.clone();
-        ingest_task = Some(tokio::spawn(async move {
-            if let Err(e) = ingest::serve(listener, state, token).await {
-                error!(error = %e, "ingest server stopped");
-            }
-        }));
-        // Keep the lag gauges of /metrics fresh.
-        let (ops, token) = (ops.clone(), background.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(15)) => {}
-                }
-                if let Err(e) = ops.lag_report().await {
-                    warn!(error = %e, "lag refresh failed");
-                }
-            }
-        });
+        if let Err(e) = served {
+            error!(error = %e, "HTTP server stopped");
+        }
+    }));
+    if let Some(m) = &monitor {
+        m.spawn(background.clone());
     }
     trim_freed_memory(background.clone());
     let (fatal_tx, fatal) = tokio::sync::watch::channel(None);
@@ -357,9 +376,10 @@ pub async fn start(config: &Config, components: &[String]) -> anyhow::Result<Run
         background.clone(),
         fatal_tx,
     );
-    info!(components = ?components, bootstrap = %factory.bootstrap, http = ?http_addr, "ticketflow running");
+    info!(components = ?components, bootstrap = %factory.bootstrap, http = ?http_addr, ops = ?ops_addr, "ticketflow running");
     Ok(Running {
         http_addr,
+        ops_addr,
         bootstrap: factory.bootstrap.clone(),
         store,
         services,

@@ -32,6 +32,18 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// `TICKETFLOW_ADMIN_TOKEN`; admin endpoints are off without it.
     pub admin_token: Option<Secret>,
+    /// `TICKETFLOW_VIEWER_TOKEN`: read-only access to `/dashboard`,
+    /// `GET /api/v1/lag` and `GET /api/v1/dlq` (the admin token works too).
+    pub viewer_token: Option<Secret>,
+    /// `TICKETFLOW_OPS_ADDR` (default `127.0.0.1:8081`): where a process
+    /// that does not run ingest serves `/health`, `/health/ready`,
+    /// `/metrics`, `/api/v1/lag` and `/dashboard`.
+    pub ops_addr: SocketAddr,
+    /// `TICKETFLOW_LAG_MONITOR` (`auto`): which groups this process watches.
+    pub lag_monitor: crate::lag::MonitorScope,
+    /// `TICKETFLOW_LAG_INTERVAL` (10s), `TICKETFLOW_LAG_WINDOW` (2m),
+    /// `TICKETFLOW_LAG_SCAN_RECORDS` (10000).
+    pub lag: crate::lag::LagSettings,
     /// `LLM_BASE_URL` (default OpenRouter).
     pub llm_base_url: String,
     /// `LLM_API_KEY`.
@@ -272,6 +284,28 @@ impl Config {
             broker_addr: parse_addr("TICKETFLOW_BROKER_ADDR", "127.0.0.1:9092")?,
             http_addr: parse_addr("TICKETFLOW_HTTP_ADDR", "127.0.0.1:8080")?,
             admin_token: get("TICKETFLOW_ADMIN_TOKEN").map(Secret::new),
+            viewer_token: get("TICKETFLOW_VIEWER_TOKEN").map(Secret::new),
+            ops_addr: parse_addr("TICKETFLOW_OPS_ADDR", "127.0.0.1:8081")?,
+            lag_monitor: crate::lag::MonitorScope::parse(&get("TICKETFLOW_LAG_MONITOR").unwrap_or_default())
+                .map_err(ConfigError)?,
+            lag: {
+                let dur = |name: &str, default: &str| {
+                    parse_duration(&get(name).unwrap_or_else(|| default.into()))
+                        .map_err(|e| ConfigError(format!("{name}: {e}")))
+                };
+                let lag = crate::lag::LagSettings {
+                    interval: dur("TICKETFLOW_LAG_INTERVAL", "10s")?,
+                    window: dur("TICKETFLOW_LAG_WINDOW", "2m")?,
+                    scan_records: parse_num("TICKETFLOW_LAG_SCAN_RECORDS", 10_000)? as usize,
+                };
+                if lag.interval.is_zero() || lag.window < lag.interval * 2 {
+                    return Err(ConfigError(format!(
+                        "TICKETFLOW_LAG_WINDOW ({:?}) must hold at least two TICKETFLOW_LAG_INTERVALs ({:?}), and the interval must be above zero",
+                        lag.window, lag.interval
+                    )));
+                }
+                lag
+            },
             llm_base_url,
             llm_api_key: get("LLM_API_KEY").map(Secret::new),
             llm_model: get("LLM_MODEL").unwrap_or_else(|| "openai/gpt-4o-mini".into()),

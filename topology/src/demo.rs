@@ -161,6 +161,7 @@ pub async fn run() -> anyhow::Result<()> {
     vars.insert("TICKETFLOW_DATA_DIR".into(), dir.display().to_string());
     vars.insert("TICKETFLOW_BROKER_ADDR".into(), format!("127.0.0.1:{}", free_port()?));
     vars.insert("TICKETFLOW_HTTP_ADDR".into(), "127.0.0.1:0".into());
+    vars.insert("TICKETFLOW_OPS_ADDR".into(), "127.0.0.1:0".into());
     vars.insert("TICKETFLOW_PARTITIONS".into(), "2".into());
     vars.insert("TICKETFLOW_RETRY_TIERS".into(), "1s,2s,4s".into());
     vars.insert("TICKETFLOW_DRAIN_TIMEOUT_MS".into(), "5000".into());

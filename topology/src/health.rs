@@ -90,6 +90,7 @@ impl ProcessHealth {
     pub fn stage_died(&self, stage: &str, reason: String) {
         error!(stage, reason = %reason, "stage task ended; the process will exit so it is restarted");
         self.set(&format!("stage:{stage}"), Some(reason));
+        self.export_stage_ready();
     }
 
     fn set(&self, check: &str, problem: Option<String>) {
@@ -175,6 +176,19 @@ impl ProcessHealth {
                     )),
                 ),
                 _ => self.set(&check, None),
+            }
+        }
+        self.export_stage_ready();
+    }
+
+    /// `ticketflow_stage_ready{stage}`: what readiness says of each stage.
+    fn export_stage_ready(&self) {
+        for (name, result) in ingest::ProcessChecks::checks(self) {
+            if let Some(stage) = name.strip_prefix("stage:") {
+                sinks::metrics::metrics()
+                    .stage_ready
+                    .with_label_values(&[stage])
+                    .set(i64::from(result.is_ok()));
             }
         }
     }

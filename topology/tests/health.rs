@@ -182,6 +182,7 @@ async fn a_stage_without_partitions_while_its_group_has_lag_fails_readiness() {
         factory: factory.clone(),
         dataflow: flow.clone(),
         services: None,
+        monitor: None,
     };
     let lag: HashMap<String, i64> = ops.lag_totals().await.unwrap();
     assert_eq!(lag.get(&wiring.group), Some(&5), "{lag:?}");

@@ -215,6 +215,7 @@ async fn broker_unavailable_gives_503_never_202() {
         factory,
         dataflow: topology::dataflow::Dataflow::new("ticketflow", 1, vec![Duration::from_secs(1)]),
         services: None,
+        monitor: None,
     });
     let state = ingest::IngestState::new(
         TenantCache::new(store.clone(), Duration::from_secs(1)),

@@ -116,6 +116,7 @@ async fn sigterm_mid_stream_then_restart_enhances_every_accepted_webhook_exactly
             ("TICKETFLOW_DATA_DIR".into(), dir.path().display().to_string()),
             ("TICKETFLOW_BROKER_ADDR".into(), format!("127.0.0.1:{}", free_port())),
             ("TICKETFLOW_HTTP_ADDR".into(), format!("127.0.0.1:{http_port}")),
+            ("TICKETFLOW_OPS_ADDR".into(), "127.0.0.1:0".into()),
             ("TICKETFLOW_PARTITIONS".into(), "3".into()),
             ("TICKETFLOW_RETRY_TIERS".into(), "500ms,1s,2s".into()),
             ("TICKETFLOW_DRAIN_TIMEOUT_MS".into(), "10000".into()),

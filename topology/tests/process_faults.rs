@@ -209,6 +209,7 @@ impl Cluster {
                     dir.path().join("app").display().to_string(),
                 ),
                 ("TICKETFLOW_HTTP_ADDR".into(), format!("127.0.0.1:{http_port}")),
+                ("TICKETFLOW_OPS_ADDR".into(), "127.0.0.1:0".into()),
                 ("TICKETFLOW_PARTITIONS".into(), "3".into()),
                 ("TICKETFLOW_RETRY_TIERS".into(), "200ms,400ms,800ms".into()),
                 ("TICKETFLOW_DRAIN_TIMEOUT_MS".into(), "10000".into()),

@@ -57,6 +57,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::headers::{FailureHeaders, JobHeaders};
 use crate::producer::{DurableProducer, ProduceError};
+use crate::trace;
 use tracker::{Taken, Ticket, TopicPartition, Tracker};
 
 /// What a stage got.
@@ -389,12 +390,26 @@ impl Worker {
             .to_string();
         let ticket_id = key.split_once(':').map(|(_, t)| t.to_string()).unwrap_or_default();
         let headers = JobHeaders::from_kafka(msg.headers());
-        let (corr, tenant) = match &headers {
-            Ok(h) => (h.correlation_id.clone(), h.tenant_id.clone()),
-            Err(_) => (String::new(), String::new()),
+        let (corr, tenant, job) = match &headers {
+            Ok(h) => (h.correlation_id.clone(), h.tenant_id.clone(), h.job_id.clone()),
+            Err(_) => (String::new(), String::new(), String::new()),
         };
-        let span =
-            tracing::info_span!("job", stage, correlation_id = %corr, tenant_id = %tenant, ticket_id = %ticket_id);
+        // The consumer span of this record (one per attempt), a child of
+        // the producer span that wrote it (its `traceparent`).
+        let span = tracing::info_span!(
+            "job",
+            stage,
+            correlation_id = %corr,
+            tenant_id = %tenant,
+            ticket_id = %ticket_id,
+            job_id = %job,
+            otel.name = %format_args!("process {}", msg.topic()),
+            otel.kind = "consumer",
+        );
+        trace::set_remote_parent(&span, crate::headers::get_owned(msg.headers(), "traceparent"));
+        trace::messaging(&span, "process", msg.topic(), &key);
+        trace::kafka_position(&span, msg.partition(), msg.offset());
+        trace::attr(&span, "messaging.consumer.group.name", self.wiring.group.clone());
         async {
             let outcome = self.run_stage(msg, &key, headers).await;
             let label = match &outcome {
@@ -403,6 +418,9 @@ impl Worker {
                 Err((_, f)) if f.hint.is_retryable() => "retryable_error",
                 Err(_) => "permanent_error",
             };
+            if let Err((_, f)) = &outcome {
+                trace::set_error(&tracing::Span::current(), label, f.error.as_str());
+            }
             metrics().stage_records.with_label_values(&[stage, label]).inc();
             metrics()
                 .stage_duration
@@ -458,6 +476,7 @@ impl Worker {
             ctx.attempts_before = envelope.attempt;
             value = &envelope.payload;
         }
+        trace::attr(&tracing::Span::current(), "ticketflow.attempt", i64::from(attempt));
         let input = StageInput {
             value,
             key,

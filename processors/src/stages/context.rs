@@ -156,7 +156,8 @@ impl ContextStage {
         }
         let store = self.services.tenants.store();
         let load = async {
-            let rows = store.recent_history(tenant_id, HISTORY_SCAN).await?;
+            let rows =
+                crate::trace::store_call("recent_history", store.recent_history(tenant_id, HISTORY_SCAN)).await?;
             Ok(rows
                 .into_iter()
                 .filter(|r| matches!(r.status, HistoryStatus::Success | HistoryStatus::Fallback))

@@ -140,7 +140,9 @@ pub(crate) async fn skip(
 
 /// Writes a job's history row and counts its outcome.
 pub(crate) async fn record_outcome(services: &Services, row: &HistoryRow) -> Result<(), StageFailure> {
-    services.tenants.store().put_history(row).await.map_err(store_failure)?;
+    crate::trace::store_call("put_history", services.tenants.store().put_history(row))
+        .await
+        .map_err(store_failure)?;
     metrics()
         .enhancements
         .with_label_values(&[&row.tenant_id, row.status.as_str()])

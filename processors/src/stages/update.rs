@@ -17,6 +17,7 @@ use tracing::info;
 
 use super::{decode, elapsed_ms, encode, sdp_outcome, sdp_permit, skip, store_failure, suspension, tenant, Services};
 use crate::runtime::{Stage, StageFailure, StageInput, StageOutput};
+use crate::trace::store_call;
 
 pub struct UpdateStage {
     services: Arc<Services>,
@@ -51,7 +52,10 @@ impl UpdateStage {
             return Ok(None);
         };
         let store = self.services.tenants.store();
-        match store.note_state(&m.tenant_id, &m.job_id).await.map_err(store_failure)? {
+        match store_call("note_state", store.note_state(&m.tenant_id, &m.job_id))
+            .await
+            .map_err(store_failure)?
+        {
             Some(NoteState::Posted { .. }) => Ok(None),
             Some(NoteState::Pending) => Ok(Some(format!("{reason} (an earlier attempt may have posted the note)"))),
             None => Ok(Some(reason)),
@@ -63,7 +67,9 @@ impl UpdateStage {
         let m = &e.meta;
         let store = self.services.tenants.store();
         let tenant = tenant(&self.services, &m.tenant_id).await?;
-        let state = store.note_state(&m.tenant_id, &m.job_id).await.map_err(store_failure)?;
+        let state = store_call("note_state", store.note_state(&m.tenant_id, &m.job_id))
+            .await
+            .map_err(store_failure)?;
         if let Some(NoteState::Posted { note_id }) = state {
             return Ok((note_id, true));
         }
@@ -76,17 +82,21 @@ impl UpdateStage {
             let notes = notes.map_err(Self::sdp_failure)?;
             if let Some(found) = notes.iter().find(|n| n.description.contains(&marker)) {
                 info!(note_id = %found.id, "note already on the ticket from an earlier attempt");
-                store
-                    .note_posted(&m.tenant_id, &m.job_id, &m.ticket_id, &found.id)
-                    .await
-                    .map_err(store_failure)?;
+                store_call(
+                    "note_posted",
+                    store.note_posted(&m.tenant_id, &m.job_id, &m.ticket_id, &found.id),
+                )
+                .await
+                .map_err(store_failure)?;
                 return Ok((found.id.clone(), true));
             }
         } else {
-            store
-                .note_pending(&m.tenant_id, &m.job_id, &m.ticket_id)
-                .await
-                .map_err(store_failure)?;
+            store_call(
+                "note_pending",
+                store.note_pending(&m.tenant_id, &m.job_id, &m.ticket_id),
+            )
+            .await
+            .map_err(store_failure)?;
         }
         let description = format!("{}<br><br><small>{marker}</small>", e.note_text);
         let note_id = self
@@ -96,10 +106,12 @@ impl UpdateStage {
             .await;
         sdp_outcome(&self.services, &m.tenant_id, &note_id);
         let note_id = note_id.map_err(Self::sdp_failure)?;
-        store
-            .note_posted(&m.tenant_id, &m.job_id, &m.ticket_id, &note_id)
-            .await
-            .map_err(store_failure)?;
+        store_call(
+            "note_posted",
+            store.note_posted(&m.tenant_id, &m.job_id, &m.ticket_id, &note_id),
+        )
+        .await
+        .map_err(store_failure)?;
         info!(note_id = %note_id, method = %e.method, "note posted");
         Ok((note_id, false))
     }

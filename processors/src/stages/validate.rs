@@ -131,16 +131,18 @@ impl Stage for ValidateStage {
             Some(format!("ticket is {status}; closed tickets are not enhanced"))
         } else if meta.event == "request_created" && input.headers.replayed_from.is_none() {
             let store = self.services.tenants.store();
-            store
-                .claim_event(&meta.tenant_id, &meta.ticket_id, &meta.event, &meta.job_id)
-                .await
-                .map_err(store_failure)?
-                .map(|first| {
-                    format!(
-                        "duplicate request_created for ticket {}: already handled by job {first}",
-                        meta.ticket_id
-                    )
-                })
+            crate::trace::store_call(
+                "claim_event",
+                store.claim_event(&meta.tenant_id, &meta.ticket_id, &meta.event, &meta.job_id),
+            )
+            .await
+            .map_err(store_failure)?
+            .map(|first| {
+                format!(
+                    "duplicate request_created for ticket {}: already handled by job {first}",
+                    meta.ticket_id
+                )
+            })
         } else {
             None
         };

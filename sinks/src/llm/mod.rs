@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::RETRY_AFTER;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::metrics::observe_external;
 use crate::{parse_retry_after, RetryHint, Secret};
@@ -130,9 +131,60 @@ impl LlmClient {
 
     pub async fn complete(&self, messages: &[ChatMessage], max_tokens: u32) -> Result<Completion, LlmError> {
         let started = Instant::now();
-        let result = self.call(messages, max_tokens).await;
+        let span = self.client_span();
+        let result = self.call(messages, max_tokens).instrument(span.clone()).await;
+        match &result {
+            Ok(c) => {
+                span.record("gen_ai.response.model", c.model.as_str());
+            }
+            Err(e) => {
+                span.record("otel.status_code", "error");
+                span.record("otel.status_description", e.to_string());
+                span.record(
+                    "error.type",
+                    match e {
+                        LlmError::Status { .. } => "http_status",
+                        LlmError::InBody { .. } => "error_in_body",
+                        LlmError::Transport(_) => "transport",
+                        LlmError::Malformed(_) => "malformed",
+                        LlmError::Empty => "empty",
+                    },
+                );
+            }
+        }
         observe_external("llm", result.is_ok(), started);
         result
+    }
+
+    /// The OpenTelemetry client span of one chat completion (HTTP and GenAI
+    /// semantic conventions; the URL without credentials). Its target is the
+    /// one `processors::trace::TARGET` names: traces only, not the logs.
+    fn client_span(&self) -> tracing::Span {
+        let url = format!("{}/chat/completions", self.base_url.trim_end_matches('/'));
+        let parsed = reqwest::Url::parse(&url).ok().map(|mut u| {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u
+        });
+        tracing::info_span!(
+            target: "trace_spans",
+            "llm",
+            otel.name = %format_args!("chat {}", self.model),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            gen_ai.operation.name = "chat",
+            gen_ai.request.model = %self.model,
+            gen_ai.response.model = tracing::field::Empty,
+            http.request.method = "POST",
+            http.response.status_code = tracing::field::Empty,
+            url.full = %parsed.as_ref().map_or(url.as_str(), |u| u.as_str()),
+            server.address = parsed.as_ref().and_then(|u| u.host_str()).unwrap_or_default(),
+            server.port = parsed.as_ref().and_then(|u| u.port_or_known_default()).unwrap_or_default(),
+            peer.service = "llm",
+        )
     }
 
     async fn call(&self, messages: &[ChatMessage], max_tokens: u32) -> Result<Completion, LlmError> {
@@ -151,6 +203,7 @@ impl LlmClient {
             .await
             .map_err(|e| LlmError::Transport(e.without_url().to_string()))?;
         let status = resp.status();
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)

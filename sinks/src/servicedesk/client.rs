@@ -4,6 +4,7 @@ use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, RETRY_AFTER};
 use reqwest::StatusCode;
 use schemas::{IpReference, KbArticle, TicketFields};
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::metrics::observe_external;
 use crate::{parse_retry_after, RetryHint, Secret};
@@ -229,6 +230,59 @@ fn classify(status: StatusCode, headers: &HeaderMap, body: &str, what: &str) -> 
     }
 }
 
+/// `error.type` of a failed SDP call.
+fn error_type(e: &SdpError) -> &'static str {
+    match e {
+        SdpError::Unauthorized { .. } => "unauthorized",
+        SdpError::NotFound { .. } => "not_found",
+        SdpError::RateLimited { .. } => "rate_limited",
+        SdpError::Server { .. } => "server_error",
+        SdpError::Rejected { .. } => "rejected",
+        SdpError::Transport(_) => "transport",
+        SdpError::Malformed { .. } => "malformed",
+    }
+}
+
+/// The route of an SDP API path, ids replaced: `/api/v3/requests/{id}/notes`.
+fn sdp_route(path: &str) -> String {
+    let api = path.find("/api/v3/").map_or(path, |i| &path[i..]);
+    let mut out = String::with_capacity(api.len());
+    let mut after_requests = false;
+    for seg in api.split('/').skip(1) {
+        out.push('/');
+        out.push_str(if after_requests { "{id}" } else { seg });
+        after_requests = seg == "requests";
+    }
+    out
+}
+
+/// The OpenTelemetry client span of one SDP call (HTTP semantic
+/// conventions; the URL without query or credentials). Its target is the
+/// one `processors::trace::TARGET` names: traces only, not the logs.
+fn client_span(request: &reqwest::Request) -> tracing::Span {
+    let url = request.url();
+    let mut full = url.clone();
+    full.set_query(None);
+    full.set_fragment(None);
+    let _ = full.set_username("");
+    let _ = full.set_password(None);
+    tracing::info_span!(
+        target: "trace_spans",
+        "servicedesk",
+        otel.name = %format_args!("{} {}", request.method(), sdp_route(url.path())),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        http.request.method = %request.method(),
+        http.response.status_code = tracing::field::Empty,
+        url.full = %full,
+        server.address = url.host_str().unwrap_or_default(),
+        server.port = url.port_or_known_default().unwrap_or_default(),
+        peer.service = "servicedesk",
+    )
+}
+
 impl SdpClient {
     pub fn new(timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
@@ -254,12 +308,19 @@ impl SdpClient {
 
     async fn send(&self, rb: reqwest::RequestBuilder, what: &str) -> Result<Value, SdpError> {
         let started = Instant::now();
+        let (client, request) = rb.build_split();
+        let span = match &request {
+            Ok(r) => client_span(r),
+            Err(_) => tracing::Span::none(),
+        };
         let result = async {
-            let resp = rb
-                .send()
+            let request = request.map_err(|e| SdpError::Transport(e.without_url().to_string()))?;
+            let resp = client
+                .execute(request)
                 .await
                 .map_err(|e| SdpError::Transport(e.without_url().to_string()))?;
             let status = resp.status();
+            tracing::Span::current().record("http.response.status_code", status.as_u16());
             let headers = resp.headers().clone();
             let body = resp
                 .text()
@@ -267,7 +328,13 @@ impl SdpClient {
                 .map_err(|e| SdpError::Transport(e.without_url().to_string()))?;
             classify(status, &headers, &body, what)
         }
+        .instrument(span.clone())
         .await;
+        if let Err(e) = &result {
+            span.record("otel.status_code", "error");
+            span.record("otel.status_description", e.to_string());
+            span.record("error.type", error_type(e));
+        }
         observe_external("servicedesk", result.is_ok(), started);
         result
     }
@@ -433,6 +500,13 @@ mod tests {
 
     fn h() -> HeaderMap {
         HeaderMap::new()
+    }
+
+    #[test]
+    fn span_names_use_the_route_not_the_ids() {
+        assert_eq!(sdp_route("/app/itdesk/api/v3/requests/4711"), "/api/v3/requests/{id}");
+        assert_eq!(sdp_route("/api/v3/requests/4711/notes"), "/api/v3/requests/{id}/notes");
+        assert_eq!(sdp_route("/api/v3/solutions"), "/api/v3/solutions");
     }
 
     #[test]
