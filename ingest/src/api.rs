@@ -72,7 +72,12 @@ pub(crate) fn bearer_or_basic(headers: &HeaderMap) -> Option<String> {
         return Some(t.to_string());
     }
     use base64::Engine;
-    let b64 = headers.get("authorization")?.to_str().ok()?.strip_prefix("Basic ")?.trim();
+    let b64 = headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?
+        .trim();
     let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     let text = String::from_utf8(raw).ok()?;
     let (_, password) = text.split_once(':')?;

@@ -122,7 +122,9 @@ pub async fn dashboard(State(state): State<Arc<IngestState>>, headers: axum::htt
         if e.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Basic realm=\"Ticketflow dashboard (password: admin or viewer token)\", charset=\"UTF-8\""),
+                header::HeaderValue::from_static(
+                    "Basic realm=\"Ticketflow dashboard (password: admin or viewer token)\", charset=\"UTF-8\"",
+                ),
             );
         }
         return r;
@@ -174,7 +176,10 @@ fn lag_chart(lag: &Value) -> String {
         return "<p class=muted>Lag over time appears after two samples.</p>".into();
     }
     let t0 = points[0]["at_ms"].as_f64().unwrap_or(0.0);
-    let t1 = points[points.len() - 1]["at_ms"].as_f64().unwrap_or(t0 + 1.0).max(t0 + 1.0);
+    let t1 = points[points.len() - 1]["at_ms"]
+        .as_f64()
+        .unwrap_or(t0 + 1.0)
+        .max(t0 + 1.0);
     let max = points
         .iter()
         .filter_map(|p| p["lag"].as_object())
@@ -201,7 +206,13 @@ fn lag_chart(lag: &Value) -> String {
         let colour = SERIES_COLOURS[i % SERIES_COLOURS.len()];
         let path: Vec<String> = points
             .iter()
-            .filter_map(|p| Some(format!("{:.1},{:.1}", x(p["at_ms"].as_f64()?), y(p["lag"][g].as_f64()?))))
+            .filter_map(|p| {
+                Some(format!(
+                    "{:.1},{:.1}",
+                    x(p["at_ms"].as_f64()?),
+                    y(p["lag"][g].as_f64()?)
+                ))
+            })
             .collect();
         svg.push_str(&format!(
             "<polyline fill='none' stroke='{colour}' stroke-width='2' points='{}'/>",
@@ -233,12 +244,15 @@ pub fn render_dashboard(lag: &Value) -> String {
         let reason = escape(g["reason"].as_str().unwrap_or(""));
         let colour = status_colour(status);
         let eta = match g["eta_seconds"].as_f64() {
-            Some(s) if s == 0.0 => "drained".to_string(),
+            Some(s) if s <= 0.0 => "drained".to_string(),
             Some(s) if s < 120.0 => format!("{s:.0} s"),
             Some(s) => format!("{:.1} min", s / 60.0),
             None => "not draining".to_string(),
         };
-        let members = g["members"].as_i64().map(|m| m.to_string()).unwrap_or_else(|| "?".into());
+        let members = g["members"]
+            .as_i64()
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "?".into());
         cards.push_str(&format!(
             "<div class=card style='border-left:8px solid {colour}'><div class=stage>{stage}</div>\
              <div class=status data-group='{group}' data-status='{status}' style='background:{colour}'>{status}</div>\

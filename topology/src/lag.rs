@@ -67,6 +67,9 @@ const HISTORY_POINTS: usize = 360;
 /// Most key runs kept per process for the tenant backlog (≈ 64 B each).
 const MAX_RUNS: usize = 500_000;
 
+/// Total lag per group at one time, for the dashboard's chart.
+pub type HistoryPoint = (i64, Vec<(String, i64)>);
+
 /// A partition's or group's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Status {
@@ -341,7 +344,7 @@ pub struct LagMonitor {
     pub settings: LagSettings,
     samples: Mutex<VecDeque<Arc<Sample>>>,
     /// (at_ms, total lag per group) for the chart.
-    history: Mutex<VecDeque<(i64, Vec<(String, i64)>)>>,
+    history: Mutex<VecDeque<HistoryPoint>>,
     /// Only the sampler touches this (inside its blocking task).
     scans: Arc<Mutex<HashMap<(String, i32), TenantScan>>>,
 }
@@ -361,6 +364,11 @@ impl LagMonitor {
 
     pub fn stages(&self) -> &[&'static str] {
         &self.stages
+    }
+
+    /// Samples in the window now.
+    pub fn samples(&self) -> usize {
+        self.samples.lock().expect("lag samples lock").len()
     }
 
     /// Takes one sample now, keeps it in the window and updates the gauges.
@@ -392,7 +400,9 @@ impl LagMonitor {
             let mut s = self.samples.lock().expect("lag samples lock");
             s.push_back(sample.clone());
             let oldest = sample.at_ms - self.settings.window.as_millis() as i64;
-            while s.front().is_some_and(|x| x.at_ms < oldest) {
+            // Never fewer than MIN_SAMPLES: when sampling is slower than
+            // the window, the verdict still rests on the last few samples.
+            while s.len() > MIN_SAMPLES && s.front().is_some_and(|x| x.at_ms < oldest) {
                 s.pop_front();
             }
         }
@@ -405,8 +415,7 @@ impl LagMonitor {
     /// `/api/v1/lag` and `ticketflow lag --json`).
     pub fn report(&self) -> Value {
         let samples: Vec<Arc<Sample>> = self.samples.lock().expect("lag samples lock").iter().cloned().collect();
-        let history: Vec<(i64, Vec<(String, i64)>)> =
-            self.history.lock().expect("lag history lock").iter().cloned().collect();
+        let history: Vec<HistoryPoint> = self.history.lock().expect("lag history lock").iter().cloned().collect();
         evaluate(&samples, &history, &self.settings)
     }
 
@@ -446,10 +455,11 @@ fn take_sample(
     for stage in stages {
         let group = dataflow.group(stage);
         let wiring = dataflow.wiring(stage, 1, Duration::ZERO);
+        let members = members_of(&peeker, &group);
         let mut g = GroupSample {
             group: group.clone(),
             stage,
-            members: members_of(&peeker, &group),
+            members,
             error: None,
             partitions: Vec::new(),
             tenants: BTreeMap::new(),
@@ -628,7 +638,7 @@ fn round1(x: f64) -> f64 {
 }
 
 /// Judges a window of samples.
-pub fn evaluate(samples: &[Arc<Sample>], history: &[(i64, Vec<(String, i64)>)], settings: &LagSettings) -> Value {
+pub fn evaluate(samples: &[Arc<Sample>], history: &[HistoryPoint], settings: &LagSettings) -> Value {
     let Some(last) = samples.last() else {
         return json!({
             "at_ms": now_ms(),

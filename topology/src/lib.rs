@@ -7,7 +7,7 @@
 //! - [`dataflow`]: topics, stages, retry tiers, groups (§2).
 //! - [`kafka`]: client factory (no-loss producer) and topic creation.
 //! - [`broker`]: the embedded tansu broker.
-//! - [`ops`]: lag, DLQ and replay.
+//! - [`ops`]: lag; [`replay`]: DLQ retry, replay, group offsets, partitions.
 //! - [`app`]: starts and stops a running process.
 //! - [`tenants`], [`demo`], [`telemetry`]: CLI support.
 //!
@@ -20,6 +20,8 @@ pub mod dataflow;
 pub mod demo;
 pub mod health;
 pub mod kafka;
+pub mod lag;
 pub mod ops;
+pub mod replay;
 pub mod telemetry;
 pub mod tenants;

@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use topology::config::{parse_duration, Config};
-use topology::{app, demo, kafka, ops, telemetry, tenants};
+use topology::{app, demo, kafka, replay, telemetry, tenants};
 
 #[derive(Parser)]
 #[command(
@@ -39,38 +38,32 @@ enum Command {
     Broker,
     /// Apply store migrations.
     Migrate,
-    /// Consumer lag of every stage group.
+    /// Consumer lag of every stage group with a verdict (OK, WARN, ERR, STOP, STALL, REWIND), backlog per tenant and time to drain.
     Lag {
-        /// Refresh until interrupted.
+        /// Keep sampling (sliding window) and print after every sample until interrupted.
         #[arg(long)]
         watch: bool,
         #[arg(long)]
         json: bool,
-        /// Refresh interval with --watch.
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        /// Time between samples.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
         interval: Duration,
+        /// Samples judged together; without --watch, how long the command samples before it answers.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        window: Duration,
+        /// Only these stages' groups (comma-separated).
+        #[arg(long)]
+        stages: Option<String>,
     },
-    /// Re-enqueue webhooks received in a time window as new jobs (enhanced again).
-    Replay {
-        /// Start: RFC 3339 (2026-11-22T14:00:00Z), a date, epoch ms, or a duration ago (30m).
-        #[arg(long)]
-        from: String,
-        /// End (exclusive), same forms; default now.
-        #[arg(long)]
-        to: Option<String>,
-        #[arg(long)]
-        tenant: Option<String>,
-        #[arg(long)]
-        ticket: Option<String>,
-        /// Show what would be replayed without sending anything.
-        #[arg(long)]
-        dry_run: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    /// Send webhooks received in a time window through the dataflow again:
+    /// --mode re-enhance (new jobs, new notes) or re-deliver (same jobs, no second note).
+    Replay(replay::cli::ReplayArgs),
     /// Dead-letter topics.
     #[command(subcommand)]
-    Dlq(DlqCmd),
+    Dlq(replay::cli::DlqCmd),
+    /// Consumer groups.
+    #[command(subcommand)]
+    Groups(replay::cli::GroupsCmd),
 }
 
 #[derive(Subcommand)]
@@ -197,28 +190,9 @@ enum TopicsCmd {
         #[arg(long)]
         check: bool,
     },
-}
-
-#[derive(Subcommand)]
-enum DlqCmd {
-    /// The latest records of a stage's dead-letter topic.
-    List {
-        stage: String,
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        #[arg(long)]
-        json: bool,
-    },
-    /// One dead-lettered record in full.
-    Show { stage: String, partition: i32, offset: i64 },
-    /// Re-send dead-lettered records to the topic they failed on (all not retried before, or one).
-    Retry {
-        stage: String,
-        #[arg(long, requires = "offset")]
-        partition: Option<i32>,
-        #[arg(long, requires = "partition")]
-        offset: Option<i64>,
-    },
+    /// Add partitions to a topic (a dry run unless --execute; refused while
+    /// records wait on it, and on the embedded broker).
+    AddPartitions(replay::cli::AddPartitionsArgs),
 }
 
 fn check_stage(stage: &str) -> anyhow::Result<()> {
@@ -231,69 +205,72 @@ fn check_stage(stage: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses a point in time for replay.
-fn parse_time(s: &str) -> anyhow::Result<i64> {
-    let now = sinks::now_ms();
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
-    }
-    if let Ok(d) = parse_duration(s) {
-        return Ok(now - d.as_millis() as i64);
-    }
-    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00Z"));
-    let day = ingest::api::parse_date(date, "time").map_err(|e| anyhow::anyhow!(e.message))?;
-    let time = time.trim_end_matches('Z');
-    let parts: Vec<&str> = time.split(':').collect();
-    let bad = || {
-        anyhow::anyhow!(
-            "'{s}' is not a time: use 2026-11-22T14:00:00Z, 2026-11-22, epoch ms, or a duration ago like 30m"
-        )
-    };
-    if parts.len() < 2 || parts.len() > 3 {
-        return Err(bad());
-    }
-    let h: i64 = parts[0].parse().map_err(|_| bad())?;
-    let m: i64 = parts[1].parse().map_err(|_| bad())?;
-    let sec: f64 = parts
-        .get(2)
-        .map(|p| p.parse())
-        .transpose()
-        .map_err(|_| bad())?
-        .unwrap_or(0.0);
-    if !(0..24).contains(&h) || !(0..60).contains(&m) || !(0.0..61.0).contains(&sec) {
-        return Err(bad());
-    }
-    Ok(day + (h * 3600 + m * 60) * 1000 + (sec * 1000.0) as i64)
-}
-
 fn print_lag(v: &Value) {
-    println!("{:<28} {:>10} {:>16}", "GROUP", "LAG", "OLDEST (s)");
+    println!(
+        "{:<26} {:<7} {:>8} {:>9} {:>8} {:>8} {:>12}  REASON",
+        "GROUP", "STATUS", "LAG", "BEHIND(s)", "IN/s", "OUT/s", "DRAIN"
+    );
+    let f = |x: &Value| x.as_f64().map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into());
     for g in v["groups"].as_array().into_iter().flatten() {
-        let oldest = g["oldest_unconsumed_age_seconds"]
-            .as_f64()
-            .map(|s| format!("{s:.1}"))
-            .unwrap_or_else(|| "-".into());
+        let drain = match g["eta_seconds"].as_f64() {
+            Some(s) if s <= 0.0 => "drained".to_string(),
+            Some(s) => format!("{s:.0} s"),
+            None => "not draining".to_string(),
+        };
         println!(
-            "{:<28} {:>10} {:>16}",
+            "{:<26} {:<7} {:>8} {:>9} {:>8} {:>8} {:>12}  {}",
             g["group"].as_str().unwrap_or("?"),
+            g["status"].as_str().unwrap_or("?"),
             g["total_lag"],
-            oldest
+            f(&g["seconds_behind"]),
+            f(&g["produce_rate"]),
+            f(&g["consume_rate"]),
+            drain,
+            g["reason"].as_str().unwrap_or("")
         );
         for p in g["partitions"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|p| p["lag"].as_i64().unwrap_or(0) > 0)
+            .filter(|p| p["lag"].as_i64().unwrap_or(0) > 0 || p["status"] != "OK")
         {
             println!(
-                "    {}/{}: committed {} high {} lag {}",
+                "    {}/{}: {} committed {} high {} lag {}",
                 p["topic"].as_str().unwrap_or("?"),
                 p["partition"],
+                p["status"].as_str().unwrap_or("?"),
                 p["committed"],
                 p["high"],
                 p["lag"]
             );
         }
+        let tenants: Vec<String> = g["tenants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(10)
+            .map(|t| format!("{} {}", t["tenant"].as_str().unwrap_or("?"), t["backlog"]))
+            .collect();
+        if !tenants.is_empty() {
+            println!("    backlog by tenant: {}", tenants.join(", "));
+        }
+    }
+    let dlq: Vec<String> = v["dlq"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["depth"].as_i64().unwrap_or(0) > 0)
+        .map(|d| {
+            format!(
+                "{} {} (+{})",
+                d["stage"].as_str().unwrap_or("?"),
+                d["depth"],
+                d["added_in_window"]
+            )
+        })
+        .collect();
+    if !dlq.is_empty() {
+        println!("dead letters held: {}", dlq.join(", "));
     }
 }
 
@@ -305,21 +282,20 @@ async fn signal() {
     }
 }
 
-fn ops_for(config: &Config) -> ops::KafkaOps {
-    ops::KafkaOps {
-        factory: kafka::KafkaFactory::from_config(config),
-        dataflow: app::dataflow(config),
-        services: None,
-    }
-}
-
 async fn main_inner(cli: Cli) -> anyhow::Result<()> {
     if matches!(cli.command, Command::Demo) {
         telemetry::init(true);
         return demo::run().await;
     }
     let config = Config::from_env()?;
-    telemetry::init(false);
+    // Traces (when configured) for `run`; flushed when this returns.
+    let _telemetry = telemetry::init_with_traces(
+        &config,
+        match &cli.command {
+            Command::Run { stages } => Some(stages.as_str()),
+            _ => None,
+        },
+    );
     match cli.command {
         Command::Demo => unreachable!("handled above"),
         Command::Run { stages } => {
@@ -575,130 +551,62 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             watch,
             json: j,
             interval,
+            window,
+            stages,
         } => {
-            let ops = ops_for(&config);
-            loop {
-                let v = ops.lag_report().await.map_err(anyhow::Error::msg)?;
-                if j {
-                    println!("{v}");
-                } else {
-                    print_lag(&v);
+            if interval.is_zero() || window < interval * 2 {
+                anyhow::bail!("--window ({window:?}) must hold at least two --intervals ({interval:?}), and --interval must be above zero");
+            }
+            let watched: Vec<&'static str> = match &stages {
+                None => topology::dataflow::STAGES.to_vec(),
+                Some(list) => {
+                    let mut out = Vec::new();
+                    for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                        check_stage(s)?;
+                        out.extend(topology::dataflow::STAGES.iter().copied().filter(|x| *x == s));
+                    }
+                    out
                 }
-                if !watch {
-                    break;
+            };
+            let settings = topology::lag::LagSettings {
+                interval,
+                window,
+                ..Default::default()
+            };
+            let monitor = topology::lag::LagMonitor::new(
+                kafka::KafkaFactory::from_config(&config),
+                app::dataflow(&config),
+                watched,
+                settings,
+            );
+            let started = std::time::Instant::now();
+            loop {
+                monitor.sample_now().await.map_err(anyhow::Error::msg)?;
+                let full = started.elapsed() + interval > window && monitor.samples() >= topology::lag::MIN_SAMPLES;
+                if watch || full {
+                    let v = monitor.report();
+                    if j {
+                        println!("{v}");
+                    } else {
+                        print_lag(&v);
+                    }
+                    if !watch {
+                        break;
+                    }
                 }
                 tokio::select! {
                     _ = signal() => break,
                     _ = tokio::time::sleep(interval) => {}
                 }
-                if !j {
+                if watch && !j {
                     println!();
                 }
             }
         }
-        Command::Replay {
-            from,
-            to,
-            tenant,
-            ticket,
-            dry_run,
-            json: j,
-        } => {
-            let from_ms = parse_time(&from)?;
-            let to_ms = to
-                .as_deref()
-                .map(parse_time)
-                .transpose()?
-                .unwrap_or_else(|| sinks::now_ms() + 1);
-            if from_ms >= to_ms {
-                anyhow::bail!("--from must be before --to");
-            }
-            let v = ops_for(&config)
-                .replay(from_ms, to_ms, tenant, ticket, dry_run)
-                .await
-                .map_err(anyhow::Error::msg)?;
-            if j {
-                println!("{v}");
-            } else {
-                println!(
-                    "{} webhook(s) matched{}",
-                    v["matched"],
-                    if dry_run {
-                        " (dry run: nothing sent)"
-                    } else {
-                        "; re-enqueued as new jobs"
-                    }
-                );
-                for job in v["jobs"].as_array().into_iter().flatten() {
-                    println!(
-                        "  {}:{} {} -> {}",
-                        job["tenant_id"].as_str().unwrap_or(""),
-                        job["ticket_id"].as_str().unwrap_or(""),
-                        job["original_job_id"].as_str().unwrap_or(""),
-                        job["job_id"].as_str().unwrap_or("-")
-                    );
-                }
-            }
-        }
-        Command::Dlq(cmd) => {
-            let ops = ops_for(&config);
-            match cmd {
-                DlqCmd::List { stage, limit, json: j } => {
-                    check_stage(&stage)?;
-                    let v = ops.dlq_records(&stage, limit).await.map_err(anyhow::Error::msg)?;
-                    if j {
-                        println!("{v}");
-                    } else {
-                        println!("{} record(s) on {}", v["count"], v["topic"].as_str().unwrap_or(""));
-                        for r in v["records"].as_array().into_iter().flatten() {
-                            let e = &r["envelope"];
-                            println!(
-                                "  {}@{}  tenant {} ticket {} job {} attempt {}: {}",
-                                r["partition"],
-                                r["offset"],
-                                e["tenant_id"].as_str().unwrap_or("?"),
-                                e["ticket_id"].as_str().unwrap_or("?"),
-                                e["job_id"].as_str().unwrap_or("?"),
-                                e["attempt"],
-                                e["error"].as_str().or(r["decode_error"].as_str()).unwrap_or("?")
-                            );
-                        }
-                    }
-                }
-                DlqCmd::Show {
-                    stage,
-                    partition,
-                    offset,
-                } => {
-                    check_stage(&stage)?;
-                    let rec = ops
-                        .dlq_record(&stage, partition, offset)
-                        .await
-                        .map_err(anyhow::Error::msg)?
-                        .with_context(|| {
-                            format!("no record at partition {partition} offset {offset} of {stage}'s DLQ")
-                        })?;
-                    println!("{}", serde_json::to_string_pretty(&rec)?);
-                }
-                DlqCmd::Retry {
-                    stage,
-                    partition,
-                    offset,
-                } => {
-                    check_stage(&stage)?;
-                    let offsets = partition.zip(offset).map(|p| vec![p]);
-                    let v = ops
-                        .dlq_retry_records(&stage, offsets)
-                        .await
-                        .map_err(anyhow::Error::msg)?;
-                    println!(
-                        "re-sent {} record(s) from the {stage} DLQ; skipped {}",
-                        v["resent"],
-                        v["skipped"].as_array().map(|a| a.len()).unwrap_or(0)
-                    );
-                }
-            }
-        }
+        Command::Replay(args) => replay::cli::replay(&config, args).await?,
+        Command::Dlq(cmd) => replay::cli::dlq(&config, cmd).await?,
+        Command::Groups(cmd) => replay::cli::groups(&config, cmd).await?,
+        Command::Topics(TopicsCmd::AddPartitions(args)) => replay::cli::add_partitions(&config, args).await?,
     }
     Ok(())
 }

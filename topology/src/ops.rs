@@ -1,19 +1,15 @@
-//! Operator actions over Kafka: consumer lag, dead-letter topics (list,
-//! show, retry) and replay. Used by the CLI and, through
-//! [`ingest::Operations`], by the admin API.
+//! Operator actions over Kafka: consumer lag here; dead-letter topics (list,
+//! show, retry) and replay in [`crate::replay`]. Used by the CLI and,
+//! through [`ingest::Operations`], by the admin API.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use processors::headers::JobHeaders;
 use processors::stages::Services;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use schemas::{Codec, FailureEnvelope, WebhookReceived};
 use serde_json::{json, Value};
 use sinks::breaker::BreakerState;
 use sinks::metrics::metrics;
@@ -21,6 +17,7 @@ use sinks::now_ms;
 
 use crate::dataflow::{Dataflow, STAGES};
 use crate::kafka::KafkaFactory;
+use crate::replay::reader::ReadRecord;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -29,19 +26,11 @@ pub struct KafkaOps {
     pub dataflow: Dataflow,
     /// The stage services of this process, when it runs stages.
     pub services: Option<Arc<Services>>,
+    /// This process's lag monitor (sliding window, verdicts), when it runs one.
+    pub monitor: Option<Arc<crate::lag::LagMonitor>>,
 }
 
-/// One record read back from a topic.
-struct ReadRecord {
-    partition: i32,
-    offset: i64,
-    timestamp_ms: Option<i64>,
-    key: Option<String>,
-    headers: Option<OwnedHeaders>,
-    value: Vec<u8>,
-}
-
-fn partitions_of(c: &BaseConsumer, topic: &str) -> Result<Vec<i32>, String> {
+pub(crate) fn partitions_of(c: &BaseConsumer, topic: &str) -> Result<Vec<i32>, String> {
     let md = c
         .fetch_metadata(Some(topic), TIMEOUT)
         .map_err(|e| format!("metadata for {topic}: {e}"))?;
@@ -100,49 +89,9 @@ fn read_range(
     Ok(out)
 }
 
-fn header_of(h: &Option<OwnedHeaders>, name: &str) -> Option<String> {
-    h.as_ref()?
-        .iter()
-        .find(|x| x.key == name)
-        .and_then(|x| x.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
-fn envelope_json(r: &ReadRecord) -> Value {
-    let env = Codec::builtin().decode::<FailureEnvelope>(&r.value);
-    let mut v = json!({
-        "partition": r.partition,
-        "offset": r.offset,
-        "timestamp_ms": r.timestamp_ms,
-        "key": r.key,
-        "headers": {
-            "correlation_id": header_of(&r.headers, "correlation_id"),
-            "tenant_id": header_of(&r.headers, "tenant_id"),
-            "job_id": header_of(&r.headers, "job_id"),
-            "attempt": header_of(&r.headers, "attempt"),
-            "error": header_of(&r.headers, "error"),
-            "error_class": header_of(&r.headers, "error_class"),
-            "failed_stage": header_of(&r.headers, "failed_stage"),
-            "original_topic": header_of(&r.headers, "original_topic"),
-        },
-    });
-    match env {
-        Ok(e) => {
-            v["envelope"] = json!({
-                "job_id": e.job_id, "correlation_id": e.correlation_id, "tenant_id": e.tenant_id, "ticket_id": e.ticket_id,
-                "failed_stage": e.failed_stage, "error": e.error, "error_class": e.error_class, "attempt": e.attempt,
-                "original_topic": e.original_topic, "original_partition": e.original_partition, "original_offset": e.original_offset,
-                "failed_at_ms": e.failed_at_ms, "payload_bytes": e.payload.len(),
-                "payload_record": Codec::builtin().record_name(&e.payload).ok(),
-            });
-        }
-        Err(e) => v["decode_error"] = json!(e.to_string()),
-    }
-    v
-}
-
 impl KafkaOps {
-    fn blocking<T: Send + 'static>(
+    /// Runs `f` on a blocking thread with this process's client factory and dataflow.
+    pub(crate) fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(KafkaFactory, Dataflow) -> Result<T, String> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<T, String>> {
@@ -154,10 +103,24 @@ impl KafkaOps {
         }
     }
 
-    /// Lag of every stage group on each of its input topics; also updates
-    /// the `ticketflow_consumer_lag*` gauges.
+    /// Lag of every stage group with its verdict (see [`crate::lag`]): from
+    /// this process's monitor when it runs one (its window), else from one
+    /// sample taken now (verdicts then rest on the lag alone). Updates the
+    /// lag gauges.
     pub async fn lag_report(&self) -> Result<Value, String> {
-        self.lag(true).await
+        if let Some(m) = &self.monitor {
+            if m.stages().len() == STAGES.len() {
+                return Ok(m.report());
+            }
+        }
+        let once = crate::lag::LagMonitor::new(
+            self.factory.clone(),
+            self.dataflow.clone(),
+            STAGES.to_vec(),
+            crate::lag::LagSettings::default(),
+        );
+        once.sample_now().await?;
+        Ok(once.report())
     }
 
     /// Total lag per consumer group (no ages), for health checks.
@@ -232,251 +195,6 @@ impl KafkaOps {
         })
         .await
     }
-
-    /// The last `limit` records of a stage's DLQ.
-    pub async fn dlq_records(&self, stage: &str, limit: usize) -> Result<Value, String> {
-        let stage = stage.to_string();
-        self.blocking(move |factory, dataflow| {
-            let topic = dataflow.dlq(&stage);
-            let c = factory.reader(None).map_err(|e| e.to_string())?;
-            let mut all = Vec::new();
-            for p in partitions_of(&c, &topic)? {
-                let (low, high) = c.fetch_watermarks(&topic, p, TIMEOUT).map_err(|e| e.to_string())?;
-                let from = high.saturating_sub(i64::try_from(limit).unwrap_or(i64::MAX)).max(low);
-                all.extend(read_range(&c, &topic, p, from, high, limit)?);
-            }
-            all.sort_by_key(|r| r.timestamp_ms.unwrap_or(0));
-            let skip = all.len().saturating_sub(limit);
-            let records: Vec<Value> = all[skip..].iter().map(envelope_json).collect();
-            Ok(json!({"topic": topic, "count": records.len(), "records": records}))
-        })
-        .await
-    }
-
-    /// One DLQ record by its partition and offset, read directly.
-    pub async fn dlq_record(&self, stage: &str, partition: i32, offset: i64) -> Result<Option<Value>, String> {
-        let stage = stage.to_string();
-        self.blocking(move |factory, dataflow| {
-            let topic = dataflow.dlq(&stage);
-            let c = factory.reader(None).map_err(|e| e.to_string())?;
-            if !partitions_of(&c, &topic)?.contains(&partition) {
-                return Ok(None);
-            }
-            let (low, high) = c
-                .fetch_watermarks(&topic, partition, TIMEOUT)
-                .map_err(|e| e.to_string())?;
-            if offset < low || offset >= high {
-                return Ok(None);
-            }
-            let recs = read_range(&c, &topic, partition, offset, offset + 1, 1)?;
-            Ok(recs.iter().find(|r| r.offset == offset).map(envelope_json))
-        })
-        .await
-    }
-
-    /// Re-sends dead-lettered records to the input topic they failed on, as
-    /// attempt 1. Without `offsets`, every record not retried before (the
-    /// group `<prefix>.dlq-retry.<stage>` remembers how far it got).
-    pub async fn dlq_retry_records(&self, stage: &str, offsets: Option<Vec<(i32, i64)>>) -> Result<Value, String> {
-        let stage_s = stage.to_string();
-        let (selected, commit) = self
-            .blocking(move |factory, dataflow| {
-                let topic = dataflow.dlq(&stage_s);
-                let group = format!("{}.dlq-retry.{stage_s}", dataflow.prefix);
-                let c = factory.reader(Some(&group)).map_err(|e| e.to_string())?;
-                let mut out = Vec::new();
-                if let Some(list) = offsets {
-                    for (p, o) in list {
-                        let recs = read_range(&c, &topic, p, o, o + 1, 1)?;
-                        if recs.is_empty() {
-                            return Err(format!("no record at {topic}/{p}@{o}"));
-                        }
-                        out.extend(recs);
-                    }
-                    return Ok((out, None));
-                }
-                let ps = partitions_of(&c, &topic)?;
-                let mut tpl = TopicPartitionList::new();
-                for p in &ps {
-                    tpl.add_partition(&topic, *p);
-                }
-                let committed = c.committed_offsets(tpl, TIMEOUT).map_err(|e| e.to_string())?;
-                let mut commit = TopicPartitionList::new();
-                for p in ps {
-                    let (low, high) = c.fetch_watermarks(&topic, p, TIMEOUT).map_err(|e| e.to_string())?;
-                    let from = committed
-                        .find_partition(&topic, p)
-                        .and_then(|e| match e.offset() {
-                            Offset::Offset(o) => Some(o),
-                            _ => None,
-                        })
-                        .unwrap_or(low)
-                        .max(low);
-                    out.extend(read_range(&c, &topic, p, from, high, usize::MAX)?);
-                    commit
-                        .add_partition_offset(&topic, p, Offset::Offset(high))
-                        .map_err(|e| e.to_string())?;
-                }
-                Ok((out, Some(commit)))
-            })
-            .await?;
-        let producer = self
-            .factory
-            .producer(Duration::from_secs(30))
-            .map_err(|e| e.to_string())?;
-        let mut resent = 0;
-        let mut skipped = Vec::new();
-        for r in &selected {
-            let env = match Codec::builtin().decode::<FailureEnvelope>(&r.value) {
-                Ok(e) if e.tenant_id != "unknown" && !e.original_topic.is_empty() => e,
-                Ok(_) => {
-                    skipped.push(json!({"partition": r.partition, "offset": r.offset, "reason": "poison record without job headers"}));
-                    continue;
-                }
-                Err(e) => {
-                    skipped.push(json!({"partition": r.partition, "offset": r.offset, "reason": e.to_string()}));
-                    continue;
-                }
-            };
-            let headers = JobHeaders {
-                correlation_id: env.correlation_id.clone(),
-                tenant_id: env.tenant_id.clone(),
-                job_id: env.job_id.clone(),
-                traceparent: header_of(&r.headers, "traceparent").unwrap_or_else(processors::headers::new_traceparent),
-                attempt: 1,
-                replayed_from: header_of(&r.headers, "replayed_from"),
-            };
-            let key = r
-                .key
-                .clone()
-                .unwrap_or_else(|| format!("{}:{}", env.tenant_id, env.ticket_id));
-            let from = format!("{}/{}@{}", self.dataflow.dlq(stage), r.partition, r.offset);
-            let kafka_headers = headers.to_kafka().insert(Header {
-                key: "retried_from",
-                value: Some(&from),
-            });
-            producer
-                .send(
-                    FutureRecord::to(&env.original_topic)
-                        .key(&key)
-                        .payload(&env.payload)
-                        .headers(kafka_headers),
-                    Timeout::After(TIMEOUT),
-                )
-                .await
-                .map_err(|(e, _)| format!("re-sending {from}: {e}"))?;
-            resent += 1;
-        }
-        // Remembered only after every record was re-sent: a failure above retries them all next time.
-        if let Some(commit) = commit {
-            let stage = stage.to_string();
-            self.blocking(move |factory, dataflow| {
-                let group = format!("{}.dlq-retry.{stage}", dataflow.prefix);
-                let c = factory.reader(Some(&group)).map_err(|e| e.to_string())?;
-                c.commit(&commit, rdkafka::consumer::CommitMode::Sync)
-                    .map_err(|e| format!("remembering retried DLQ records: {e}"))
-            })
-            .await?;
-        }
-        Ok(json!({"stage": stage, "resent": resent, "skipped": skipped}))
-    }
-
-    /// Re-enqueues webhooks received in `[from_ms, to_ms)` as new jobs (new
-    /// job ids, so they are enhanced again), optionally only one tenant's or
-    /// one ticket's. Record timestamps are searched directly rather than
-    /// trusting the broker's offset-for-time answer (tansu answers 0).
-    pub async fn replay(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-        tenant: Option<String>,
-        ticket: Option<String>,
-        dry_run: bool,
-    ) -> Result<Value, String> {
-        let (records, topic) = self
-            .blocking(move |factory, dataflow| {
-                let topic = dataflow.webhooks();
-                let c = factory.reader(None).map_err(|e| e.to_string())?;
-                let mut out = Vec::new();
-                for p in partitions_of(&c, &topic)? {
-                    let (low, high) = c.fetch_watermarks(&topic, p, TIMEOUT).map_err(|e| e.to_string())?;
-                    let start = first_offset_at(&c, &topic, p, low, high, from_ms)?;
-                    for r in read_range(&c, &topic, p, start, high, usize::MAX)? {
-                        let Ok(w) = Codec::builtin().decode::<WebhookReceived>(&r.value) else {
-                            continue;
-                        };
-                        let at = w.meta.received_at_ms;
-                        if at < from_ms || at >= to_ms {
-                            continue;
-                        }
-                        if tenant.as_ref().is_some_and(|t| *t != w.meta.tenant_id)
-                            || ticket.as_ref().is_some_and(|t| *t != w.meta.ticket_id)
-                        {
-                            continue;
-                        }
-                        out.push((r, w));
-                    }
-                }
-                Ok((out, topic))
-            })
-            .await?;
-        let mut jobs = Vec::new();
-        if !dry_run {
-            let producer = self
-                .factory
-                .producer(Duration::from_secs(30))
-                .map_err(|e| e.to_string())?;
-            for (r, mut w) in records.iter().map(|(r, w)| (r, w.clone())) {
-                let original_job = w.meta.job_id.clone();
-                w.meta.job_id = uuid::Uuid::now_v7().to_string();
-                w.meta.received_at_ms = now_ms();
-                let headers = JobHeaders {
-                    correlation_id: w.meta.correlation_id.clone(),
-                    tenant_id: w.meta.tenant_id.clone(),
-                    job_id: w.meta.job_id.clone(),
-                    traceparent: processors::headers::new_traceparent(),
-                    attempt: 1,
-                    replayed_from: Some(format!("{topic}/{}@{}", r.partition, r.offset)),
-                }
-                .to_kafka();
-                let value = Codec::builtin().encode(&w).map_err(|e| e.to_string())?;
-                producer
-                    .send(
-                        FutureRecord::to(&topic)
-                            .key(&w.meta.key())
-                            .payload(&value)
-                            .headers(headers),
-                        Timeout::After(TIMEOUT),
-                    )
-                    .await
-                    .map_err(|(e, _)| format!("replay produce: {e}"))?;
-                jobs.push(json!({"original_job_id": original_job, "job_id": w.meta.job_id, "tenant_id": w.meta.tenant_id, "ticket_id": w.meta.ticket_id}));
-            }
-        } else {
-            for (_, w) in &records {
-                jobs.push(json!({"original_job_id": w.meta.job_id, "tenant_id": w.meta.tenant_id, "ticket_id": w.meta.ticket_id}));
-            }
-        }
-        Ok(json!({"topic": topic, "matched": records.len(), "dry_run": dry_run, "jobs": jobs}))
-    }
-}
-
-/// The first offset in `[low, high)` whose record timestamp is at or after
-/// `at_ms`, by binary search over record timestamps (which grow with offset
-/// within a partition for records written by ingest).
-fn first_offset_at(c: &BaseConsumer, topic: &str, p: i32, low: i64, high: i64, at_ms: i64) -> Result<i64, String> {
-    let (mut lo, mut hi) = (low, high);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let recs = read_range(c, topic, p, mid, mid + 1, 1)?;
-        let ts = recs.first().and_then(|r| r.timestamp_ms).unwrap_or(i64::MAX);
-        if ts < at_ms {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    Ok(lo)
 }
 
 #[async_trait]
@@ -487,8 +205,24 @@ impl ingest::Operations for KafkaOps {
     async fn dlq_list(&self, stage: &str, limit: usize) -> Result<Value, String> {
         self.dlq_records(stage, limit).await
     }
-    async fn dlq_retry(&self, stage: &str, offsets: Option<Vec<(i32, i64)>>) -> Result<Value, String> {
-        self.dlq_retry_records(stage, offsets).await
+    async fn dlq_retry(&self, stage: &str, request: ingest::DlqRetryRequest) -> Result<Value, String> {
+        let opts = crate::replay::DlqRetryOptions {
+            records: request.records,
+            filter: crate::replay::Filter {
+                tenant: request.tenant,
+                ticket: request.ticket,
+                error_class: request
+                    .error_class
+                    .as_deref()
+                    .map(crate::replay::ErrorClass::parse)
+                    .transpose()?,
+                from_ms: request.from_ms,
+                to_ms: request.to_ms,
+            },
+            dry_run: request.dry_run,
+            ..Default::default()
+        };
+        self.dlq_retry_with(stage, &opts, &mut |_| {}).await.into_result()
     }
     async fn kafka_ok(&self) -> Result<(), String> {
         self.blocking(|factory, _| {
