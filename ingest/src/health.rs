@@ -191,14 +191,14 @@ fn lag_chart(lag: &Value) -> String {
         "<svg role=img aria-label='lag over time' width='{w}' height='{h}' viewBox='0 0 {w} {h}'>\
          <line x1='{pad}' y1='{}' x2='{}' y2='{}' stroke='#999'/>\
          <text x='4' y='{}' font-size='11'>{max:.0}</text><text x='4' y='{}' font-size='11'>0</text>\
-         <text x='{pad}' y='{}' font-size='11'>{:.0} min ago</text><text x='{}' y='{}' font-size='11' text-anchor='end'>now</text>",
+         <text x='{pad}' y='{}' font-size='11'>{} ago</text><text x='{}' y='{}' font-size='11' text-anchor='end'>now</text>",
         y(0.0),
         w - pad,
         y(0.0),
         y(max) + 4.0,
         y(0.0),
         h - 2.0,
-        (t1 - t0) / 60_000.0,
+        if t1 - t0 < 120_000.0 { format!("{:.0} s", (t1 - t0) / 1000.0) } else { format!("{:.0} min", (t1 - t0) / 60_000.0) },
         w - pad,
         h - 2.0,
     );

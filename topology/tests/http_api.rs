@@ -389,9 +389,13 @@ async fn tenant_api_never_crosses_tenants_and_admin_needs_its_token() {
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+    // The dashboard is behind the admin (or viewer) token.
+    let denied = h.http.get(format!("{}/dashboard", h.base())).send().await.unwrap();
+    assert_eq!(denied.status().as_u16(), 401);
     let page = h
         .http
         .get(format!("{}/dashboard", h.base()))
+        .bearer_auth("admin-secret")
         .send()
         .await
         .unwrap()
