@@ -366,6 +366,16 @@ impl LagMonitor {
         &self.stages
     }
 
+    /// Takes a sample first when the newest is older than `max_age` (an API
+    /// caller wants the numbers of now, not of the last interval).
+    pub async fn sample_if_older(&self, max_age: Duration) -> Result<(), String> {
+        let newest = self.samples.lock().expect("lag samples lock").back().map(|s| s.at_ms);
+        match newest {
+            Some(at) if now_ms() - at <= max_age.as_millis() as i64 => Ok(()),
+            _ => self.sample_now().await,
+        }
+    }
+
     /// Samples in the window now.
     pub fn samples(&self) -> usize {
         self.samples.lock().expect("lag samples lock").len()

@@ -110,6 +110,7 @@ impl KafkaOps {
     pub async fn lag_report(&self) -> Result<Value, String> {
         if let Some(m) = &self.monitor {
             if m.stages().len() == STAGES.len() {
+                m.sample_if_older(Duration::from_secs(1)).await?;
                 return Ok(m.report());
             }
         }
