@@ -335,7 +335,7 @@ pub async fn dlq_list(
     headers: HeaderMap,
     Query(q): Query<DlqQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    authenticate_admin(&state, &headers)?;
+    authenticate_viewer(&state, &headers)?;
     let stage = stage_param(q.stage.as_deref())?;
     let limit = q.limit.unwrap_or(100).min(10_000);
     state

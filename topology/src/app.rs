@@ -256,14 +256,37 @@ pub async fn start(config: &Config, components: &[String]) -> anyhow::Result<Run
     let producer = factory
         .durable_producer(Duration::from_secs(10))
         .context("creating producer")?;
+    // Every process serves health, metrics, lag and the dashboard: on the
+    // ingest address when it runs ingest, else on TICKETFLOW_OPS_ADDR. Bound
+    // before any stage starts, so a taken address fails the start cleanly.
+    let runs_ingest = components.iter().any(|c| c == "ingest");
+    let listener = if runs_ingest {
+        tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding TICKETFLOW_HTTP_ADDR {}", config.http_addr))?
+    } else {
+        match config.ops_addr {
+            Some(addr) => tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding TICKETFLOW_OPS_ADDR {addr}"))?,
+            // Unset: the default port, or any free one when another process
+            // on this host has it (several stage processes on one machine).
+            None => match tokio::net::TcpListener::bind(crate::config::DEFAULT_OPS_ADDR).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                        .await
+                        .context("binding an ops address on 127.0.0.1")?;
+                    warn!(default = crate::config::DEFAULT_OPS_ADDR, error = %e, ops = %l.local_addr()?, "default ops address taken; serving health and metrics on another port (set TICKETFLOW_OPS_ADDR to choose)");
+                    l
+                }
+            },
+        }
+    };
+    let bound = listener.local_addr()?;
     let monitored = config.lag_monitor.stages(components);
     let monitor = (!monitored.is_empty()).then(|| {
-        Arc::new(crate::lag::LagMonitor::new(
-            factory.clone(),
-            flow.clone(),
-            monitored,
-            config.lag.clone(),
-        ))
+        Arc::new(crate::lag::LagMonitor::new(factory.clone(), flow.clone(), monitored, config.lag.clone()).exporting())
     });
     let ops = Arc::new(KafkaOps {
         factory: factory.clone(),
@@ -318,18 +341,6 @@ pub async fn start(config: &Config, components: &[String]) -> anyhow::Result<Run
 
     let ingest_shutdown = CancellationToken::new();
     let background = CancellationToken::new();
-    let runs_ingest = components.iter().any(|c| c == "ingest");
-    // Every process serves health, metrics, lag and the dashboard: on the
-    // ingest address when it runs ingest, else on TICKETFLOW_OPS_ADDR.
-    let (bind, what) = if runs_ingest {
-        (config.http_addr, "TICKETFLOW_HTTP_ADDR")
-    } else {
-        (config.ops_addr, "TICKETFLOW_OPS_ADDR")
-    };
-    let listener = tokio::net::TcpListener::bind(bind)
-        .await
-        .with_context(|| format!("binding {what} {bind}"))?;
-    let bound = listener.local_addr()?;
     let settings = ingest::IngestSettings {
         max_body_bytes: config.max_body_bytes,
         tolerance: Duration::from_secs(300),

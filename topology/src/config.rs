@@ -35,10 +35,11 @@ pub struct Config {
     /// `TICKETFLOW_VIEWER_TOKEN`: read-only access to `/dashboard`,
     /// `GET /api/v1/lag` and `GET /api/v1/dlq` (the admin token works too).
     pub viewer_token: Option<Secret>,
-    /// `TICKETFLOW_OPS_ADDR` (default `127.0.0.1:8081`): where a process
-    /// that does not run ingest serves `/health`, `/health/ready`,
-    /// `/metrics`, `/api/v1/lag` and `/dashboard`.
-    pub ops_addr: SocketAddr,
+    /// `TICKETFLOW_OPS_ADDR`: where a process that does not run ingest
+    /// serves `/health`, `/health/ready`, `/metrics`, `/api/v1/lag` and
+    /// `/dashboard`. Unset: [`DEFAULT_OPS_ADDR`], or a free port on
+    /// 127.0.0.1 when that is taken (logged).
+    pub ops_addr: Option<SocketAddr>,
     /// `TICKETFLOW_LAG_MONITOR` (`auto`): which groups this process watches.
     pub lag_monitor: crate::lag::MonitorScope,
     /// `TICKETFLOW_LAG_INTERVAL` (10s), `TICKETFLOW_LAG_WINDOW` (2m),
@@ -97,6 +98,9 @@ pub struct Config {
     /// created in it at start.
     pub broker_auth: bool,
 }
+
+/// Where a process without ingest serves its ops endpoints by default.
+pub const DEFAULT_OPS_ADDR: &str = "127.0.0.1:8081";
 
 /// Parses `10s`, `250ms`, `2m`, `1h`, or plain milliseconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -285,7 +289,10 @@ impl Config {
             http_addr: parse_addr("TICKETFLOW_HTTP_ADDR", "127.0.0.1:8080")?,
             admin_token: get("TICKETFLOW_ADMIN_TOKEN").map(Secret::new),
             viewer_token: get("TICKETFLOW_VIEWER_TOKEN").map(Secret::new),
-            ops_addr: parse_addr("TICKETFLOW_OPS_ADDR", "127.0.0.1:8081")?,
+            ops_addr: match get("TICKETFLOW_OPS_ADDR") {
+                None => None,
+                Some(_) => Some(parse_addr("TICKETFLOW_OPS_ADDR", DEFAULT_OPS_ADDR)?),
+            },
             lag_monitor: crate::lag::MonitorScope::parse(&get("TICKETFLOW_LAG_MONITOR").unwrap_or_default())
                 .map_err(ConfigError)?,
             lag: {

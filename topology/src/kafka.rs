@@ -407,6 +407,17 @@ impl KafkaFactory {
             .create()
     }
 
+    /// A reader for scanning keys in bounded steps (the lag monitor's
+    /// backlog per tenant): modest fetches and prefetch, since every
+    /// re-assignment throws the prefetched records away.
+    pub fn scanner(&self) -> Result<BaseConsumer, rdkafka::error::KafkaError> {
+        self.reader_config(None)
+            .set("max.partition.fetch.bytes", "262144")
+            .set("fetch.max.bytes", "1048576")
+            .set("queued.min.messages", "1000")
+            .create()
+    }
+
     pub fn admin(&self) -> Result<AdminClient<DefaultClientContext>, rdkafka::error::KafkaError> {
         self.base().create()
     }

@@ -7,7 +7,10 @@
 //!
 //! 1. **REWIND** — the committed offset moved backwards between two samples
 //!    (someone reset the group).
-//! 2. **OK** — the lag was zero in at least one sample.
+//! 2. **OK** — the lag was zero in at least one sample; or the partition is
+//!    a retry tier whose next record waits for its due time (`not_before`
+//!    header, plus [`RETRY_SLACK`]): retry consumers hold such records on
+//!    purpose, up to the longest tier (600 s by default).
 //! 3. **STOP** — the committed offset did not move in the whole window, the
 //!    lag is above zero, and the group has no member: nobody consumes.
 //! 4. **STALL** — the same, but the group has members (or they could not be
@@ -61,6 +64,10 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Samples needed in the window before the offsets' movement is judged.
 pub const MIN_SAMPLES: usize = 3;
 
+/// How long past its due time a retry record may wait before a partition
+/// that does not move is judged STALL/STOP.
+pub const RETRY_SLACK: Duration = Duration::from_secs(60);
+
 /// Points of lag history kept for the dashboard's chart.
 const HISTORY_POINTS: usize = 360;
 
@@ -112,6 +119,9 @@ pub struct PartSample {
     pub low: i64,
     pub high: i64,
     pub seconds_behind: Option<f64>,
+    /// The `not_before` header (epoch ms) of the next unconsumed record,
+    /// on retry-tier topics.
+    pub not_before: Option<i64>,
 }
 
 impl PartSample {
@@ -157,7 +167,7 @@ pub struct Sample {
 }
 
 /// One partition's verdict over a window.
-pub fn judge_partition(points: &[&PartSample], members: Option<usize>) -> (Status, String) {
+pub fn judge_partition(points: &[&PartSample], members: Option<usize>, now_ms: i64) -> (Status, String) {
     let Some(last) = points.last() else {
         return (Status::Ok, "no samples".into());
     };
@@ -181,8 +191,19 @@ pub fn judge_partition(points: &[&PartSample], members: Option<usize>) -> (Statu
             ),
         );
     }
+    if let Some(due) = last.not_before {
+        if due + RETRY_SLACK.as_millis() as i64 > now_ms {
+            return (
+                Status::Ok,
+                format!(
+                    "the next record waits for its retry time (due in {:.0} s)",
+                    ((due - now_ms).max(0) as f64) / 1000.0
+                ),
+            );
+        }
+    }
     let first = points[0];
-    if first.position() == last.position() {
+    if first.committed == last.committed {
         return match members {
             Some(0) => (
                 Status::Stop,
@@ -338,6 +359,12 @@ impl Default for LagSettings {
 }
 
 pub struct LagMonitor {
+    /// Whether samples set the process's lag gauges (only the process's
+    /// own background monitor does; a one-off report must not leave series
+    /// nobody refreshes).
+    export: bool,
+    /// One sample at a time; callers that arrive mid-sample wait for it.
+    sampling: tokio::sync::Mutex<()>,
     factory: KafkaFactory,
     dataflow: Dataflow,
     stages: Vec<&'static str>,
@@ -352,6 +379,8 @@ pub struct LagMonitor {
 impl LagMonitor {
     pub fn new(factory: KafkaFactory, dataflow: Dataflow, stages: Vec<&'static str>, settings: LagSettings) -> Self {
         LagMonitor {
+            export: false,
+            sampling: tokio::sync::Mutex::new(()),
             factory,
             dataflow,
             stages,
@@ -362,6 +391,12 @@ impl LagMonitor {
         }
     }
 
+    /// This monitor sets the lag gauges after every sample.
+    pub fn exporting(mut self) -> Self {
+        self.export = true;
+        self
+    }
+
     pub fn stages(&self) -> &[&'static str] {
         &self.stages
     }
@@ -369,10 +404,27 @@ impl LagMonitor {
     /// Takes a sample first when the newest is older than `max_age` (an API
     /// caller wants the numbers of now, not of the last interval).
     pub async fn sample_if_older(&self, max_age: Duration) -> Result<(), String> {
-        let newest = self.samples.lock().expect("lag samples lock").back().map(|s| s.at_ms);
-        match newest {
-            Some(at) if now_ms() - at <= max_age.as_millis() as i64 => Ok(()),
-            _ => self.sample_now().await,
+        let fresh = || {
+            let newest = self.samples.lock().expect("lag samples lock").back().map(|s| s.at_ms);
+            newest.is_some_and(|at| now_ms() - at <= max_age.as_millis() as i64)
+        };
+        if fresh() {
+            return Ok(());
+        }
+        let _one = self.sampling.lock().await;
+        // A sample that ended while this caller waited serves it too.
+        if fresh() {
+            return Ok(());
+        }
+        let had_samples = self.samples() > 0;
+        match self.sample_once().await {
+            Ok(()) => Ok(()),
+            // The last report is better than none.
+            Err(e) if had_samples => {
+                warn!(error = %e, "lag sample failed; serving the previous one");
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -381,8 +433,14 @@ impl LagMonitor {
         self.samples.lock().expect("lag samples lock").len()
     }
 
-    /// Takes one sample now, keeps it in the window and updates the gauges.
+    /// Takes one sample now (after any sample under way), keeps it in the
+    /// window and, for an exporting monitor, updates the gauges.
     pub async fn sample_now(&self) -> Result<(), String> {
+        let _one = self.sampling.lock().await;
+        self.sample_once().await
+    }
+
+    async fn sample_once(&self) -> Result<(), String> {
         let (factory, dataflow, stages, scans, budget) = (
             self.factory.clone(),
             self.dataflow.clone(),
@@ -416,8 +474,9 @@ impl LagMonitor {
                 s.pop_front();
             }
         }
-        let report = self.report();
-        export_gauges(&report);
+        if self.export {
+            export_gauges(&self.report());
+        }
         Ok(())
     }
 
@@ -455,7 +514,7 @@ fn take_sample(
 ) -> Result<Sample, String> {
     let peeker = factory.peeker(None).map_err(|e| e.to_string())?;
     let reader = if budget > 0 {
-        Some(factory.reader(None).map_err(|e| e.to_string())?)
+        Some(factory.scanner().map_err(|e| e.to_string())?)
     } else {
         None
     };
@@ -485,7 +544,7 @@ fn take_sample(
         for p in &mut g.partitions {
             let lag = p.lag();
             if lag > 0 {
-                p.seconds_behind = peek_age(&peeker, &p.topic, p.partition, p.position());
+                (p.seconds_behind, p.not_before) = peek(&peeker, &p.topic, p.partition, p.position());
             }
             if let Some(reader) = &reader {
                 let scan = scans.entry((p.topic.clone(), p.partition)).or_default();
@@ -575,31 +634,46 @@ fn sample_topic(c: &BaseConsumer, topic: &str, g: &mut GroupSample) -> Result<()
             low,
             high,
             seconds_behind: None,
+            not_before: None,
         });
     }
     Ok(())
 }
 
-/// Age in seconds of the record at `offset`, from its timestamp.
-fn peek_age(c: &BaseConsumer, topic: &str, partition: i32, offset: i64) -> Option<f64> {
+/// The record at `offset`: its age in seconds (from its timestamp) and its
+/// `not_before` header (retry tiers).
+fn peek(c: &BaseConsumer, topic: &str, partition: i32, offset: i64) -> (Option<f64>, Option<i64>) {
+    use rdkafka::message::Headers;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
-        .ok()?;
-    c.assign(&tpl).ok()?;
+    if tpl
+        .add_partition_offset(topic, partition, Offset::Offset(offset))
+        .is_err()
+        || c.assign(&tpl).is_err()
+    {
+        return (None, None);
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     while std::time::Instant::now() < deadline {
         match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) if m.offset() >= offset => {
-                let ts = m.timestamp().to_millis()?;
-                return Some((now_ms() - ts).max(0) as f64 / 1000.0);
+            Some(Ok(m)) if m.topic() == topic && m.partition() == partition && m.offset() >= offset => {
+                let age = m
+                    .timestamp()
+                    .to_millis()
+                    .map(|ts| (now_ms() - ts).max(0) as f64 / 1000.0);
+                let not_before = m.headers().and_then(|h| {
+                    h.iter()
+                        .find(|x| x.key == "not_before")
+                        .and_then(|x| x.value)
+                        .and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok())
+                });
+                return (age, not_before);
             }
             Some(Ok(_)) => {}
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return None,
-            Some(Err(_)) => return None,
+            Some(Err(_)) => return (None, None),
             None => {}
         }
     }
-    None
+    (None, None)
 }
 
 /// Reads up to `want` records from `scan.scanned_to` and records their
@@ -620,7 +694,7 @@ fn scan_keys(c: &BaseConsumer, topic: &str, partition: i32, scan: &mut TenantSca
     while read < want && std::time::Instant::now() < deadline {
         match c.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                if m.offset() < scan.scanned_to {
+                if m.topic() != topic || m.partition() != partition || m.offset() < scan.scanned_to {
                     continue;
                 }
                 let tenant = tenant_of(m.key().unwrap_or_default());
@@ -680,7 +754,7 @@ pub fn evaluate(samples: &[Arc<Sample>], history: &[HistoryPoint], settings: &La
                         .find(|q| q.topic == p.topic && q.partition == p.partition)
                 })
                 .collect();
-            let (status, reason) = judge_partition(&points, g.members);
+            let (status, reason) = judge_partition(&points, g.members, last.at_ms);
             if status > worst {
                 worst = status;
                 worst_reason = format!("{}/{}: {reason}", p.topic, p.partition);
@@ -761,6 +835,14 @@ pub fn evaluate(samples: &[Arc<Sample>], history: &[HistoryPoint], settings: &La
 /// Sets the lag gauges from a report.
 pub fn export_gauges(report: &Value) {
     let m = metrics();
+    // Only the series of this report remain: a partition or group that
+    // disappeared (or could not be read) does not keep its last value.
+    m.consumer_lag.reset();
+    m.consumer_lag_seconds.reset();
+    m.consumer_group_status.reset();
+    m.consumer_lag_drain_seconds.reset();
+    m.consumer_group_rate.reset();
+    m.dlq_depth.reset();
     for g in report["groups"].as_array().into_iter().flatten() {
         let group = g["group"].as_str().unwrap_or_default();
         let status = g["status"].as_str().unwrap_or("ERR");
@@ -818,12 +900,28 @@ mod tests {
             low: 0,
             high,
             seconds_behind: None,
+            not_before: None,
         }
     }
 
     fn judge(points: &[PartSample], members: Option<usize>) -> Status {
         let refs: Vec<&PartSample> = points.iter().collect();
-        judge_partition(&refs, members).0
+        judge_partition(&refs, members, 1_000_000).0
+    }
+
+    #[test]
+    fn a_retry_record_waiting_for_its_due_time_is_ok_and_stall_once_overdue() {
+        let waiting = |nb: i64| {
+            let mut v = [p(Some(5), 9), p(Some(5), 9), p(Some(5), 9)];
+            v[2].not_before = Some(nb);
+            v
+        };
+        // Due in 500 s (a 600 s tier): OK.
+        assert_eq!(judge(&waiting(1_500_000), Some(1)), Status::Ok);
+        // Due 30 s ago: within the slack.
+        assert_eq!(judge(&waiting(970_000), Some(1)), Status::Ok);
+        // Due 2 min ago and still not taken: STALL.
+        assert_eq!(judge(&waiting(880_000), Some(1)), Status::Stall);
     }
 
     #[test]

@@ -12,7 +12,6 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use sinks::breaker::BreakerState;
-use sinks::metrics::metrics;
 use sinks::now_ms;
 
 use crate::dataflow::{Dataflow, STAGES};
@@ -171,7 +170,6 @@ impl KafkaOps {
                         let position = committed_off.unwrap_or(low).max(low);
                         let lag = (high - position).max(0);
                         total += lag;
-                        metrics().consumer_lag.with_label_values(&[&group, &input.topic, &p.to_string()]).set(lag);
                         let mut age = None;
                         if lag > 0 && with_age {
                             if let Ok(recs) = read_range(&c, &input.topic, p, position, position + 1, 1) {
@@ -182,9 +180,6 @@ impl KafkaOps {
                             topic_oldest = Some(topic_oldest.map_or(a, |o: f64| o.max(a)));
                         }
                         parts.push(json!({"topic": input.topic, "partition": p, "committed": committed_off, "low": low, "high": high, "lag": lag, "oldest_unconsumed_age_seconds": age}));
-                    }
-                    if with_age {
-                        metrics().consumer_lag_seconds.with_label_values(&[&group, &input.topic]).set(topic_oldest.unwrap_or(0.0));
                     }
                     if let Some(a) = topic_oldest {
                         oldest_age = Some(oldest_age.map_or(a, |o: f64| o.max(a)));

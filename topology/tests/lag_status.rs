@@ -392,3 +392,31 @@ async fn the_dashboard_renders_in_headless_chromium_behind_the_viewer_token() {
     eprintln!("dashboard screenshot: {}", shot.display());
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stage_only_processes_on_one_host_without_an_ops_address_each_find_a_port() {
+    let mut h = Harness::start(LAG_VARS).await;
+    h.restart(&["ingest"]).await;
+    // Two more processes on the harness's broker, record stage only.
+    let mut config = h.config.clone();
+    config.kafka_brokers = Some(h.running().bootstrap.clone());
+    config.ops_addr = None;
+    let a = topology::app::start(&config, &["record".to_string()]).await.unwrap();
+    let b = topology::app::start(&config, &["record".to_string()]).await.unwrap();
+    let (pa, pb) = (a.ops_addr.unwrap(), b.ops_addr.unwrap());
+    assert_ne!(pa, pb);
+    for addr in [pa, pb] {
+        let r = h.http.get(format!("http://{addr}/health")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    // An address set explicitly and taken is an error, not a silent move.
+    config.ops_addr = Some(pa);
+    let err = topology::app::start(&config, &["record".to_string()])
+        .await
+        .err()
+        .expect("refused");
+    assert!(format!("{err:#}").contains("binding TICKETFLOW_OPS_ADDR"), "{err:#}");
+    a.stop().await;
+    b.stop().await;
+    h.stop().await;
+}

@@ -682,8 +682,9 @@ async fn a_second_stage_process_joining_and_leaving_mid_stream_loses_and_duplica
     let sending = tokio::spawn(sender(c.base.clone(), c.secret.clone(), ledger.clone(), finish.clone()));
     wait_accepted(&ledger, 30).await;
 
-    // B: every stage, no ingest (so no HTTP listener: the same environment,
-    // TICKETFLOW_HTTP_ADDR included, works beside A). Same store file.
+    // B: every stage, no ingest (its ops endpoints on a port of its own, so
+    // the same environment, TICKETFLOW_HTTP_ADDR included, works beside A).
+    // Same store file.
     let mut b = c.run(
         "run-b",
         &["run", "--stages", "validate,context,synthesize,update,record"],
