@@ -444,8 +444,10 @@ async fn filters_dry_runs_and_time_bounds_of_dlq_retry() {
     );
     assert_eq!(positions(&env.factory, RETRY_GROUP, DLQ).await[&0], (Some(4), 12));
 
-    // Tenant and error class: only globex's permanent ones (job-9); the
-    // position stays before the first record left out (offset 4).
+    // Tenant and error class: only globex's permanent ones (job-9). A
+    // filtered retry keeps its progress in a group of its own: the stage's
+    // group stays at 4 (the records left out wait for an unfiltered retry),
+    // and the same filtered retry again re-sends nothing.
     let out = cli(
         env.addr,
         dir,
@@ -465,6 +467,22 @@ async fn filters_dry_runs_and_time_bounds_of_dlq_retry() {
     assert!(out.stdout.contains("re-sent       0@9"), "{}", out.stdout);
     assert!(out.stdout.contains("left out by the filters"), "{}", out.stdout);
     assert_eq!(positions(&env.factory, RETRY_GROUP, DLQ).await[&0], (Some(4), 12));
+    let again = cli(
+        env.addr,
+        dir,
+        &[
+            "dlq",
+            "retry",
+            "update",
+            "--tenant",
+            "globex",
+            "--error-class",
+            "permanent",
+        ],
+    )
+    .await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stdout.contains("re-sent 0 record(s)"), "{}", again.stdout);
 
     // Ticket, and --from (a time window inside what is left).
     let out = cli(

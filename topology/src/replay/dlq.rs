@@ -269,10 +269,25 @@ impl KafkaOps {
         let stage: &'static str = STAGES.iter().copied().find(|s| *s == stage).unwrap_or("validate");
         let topic = self.dataflow.dlq(stage);
         let remember = opts.records.is_none() && !opts.dry_run;
+        // Unfiltered retries remember their progress in the stage's group; a
+        // filtered retry in a group of its own (per tenant, ticket and error
+        // class), starting where the unfiltered one stands: it passes the
+        // records it leaves out, which stay for an unfiltered retry, and the
+        // same filtered retry run again re-sends nothing it already re-sent.
+        let base_group = format!("{}.dlq-retry.{stage}", self.dataflow.prefix);
+        let group = match opts
+            .records
+            .is_none()
+            .then(|| filter_group_suffix(&opts.filter))
+            .flatten()
+        {
+            Some(suffix) => format!("{base_group}.{suffix}"),
+            None => base_group.clone(),
+        };
         let ctx = RetryCtx {
             stage,
             topic: topic.clone(),
-            group: remember.then(|| format!("{}.dlq-retry.{stage}", self.dataflow.prefix)),
+            group: remember.then(|| group.clone()),
             allowed: self
                 .dataflow
                 .wiring(stage, 1, std::time::Duration::ZERO)
@@ -298,8 +313,7 @@ impl KafkaOps {
                 )
             },
         };
-        let group = format!("{}.dlq-retry.{stage}", self.dataflow.prefix);
-        let plan = self.retry_plan(&topic, &group, &opts.records).await?;
+        let plan = self.retry_plan(&topic, &group, &base_group, &opts.records).await?;
         let mut pace = Pace::new(opts.rate);
         for range in plan {
             let mut part = PartSummary::new(&range);
@@ -318,9 +332,15 @@ impl KafkaOps {
         &self,
         topic: &str,
         group: &str,
+        base_group: &str,
         records: &Option<Vec<(i32, i64)>>,
     ) -> Result<Vec<Range>, String> {
-        let (t, group, list) = (topic.to_string(), group.to_string(), records.clone());
+        let (t, group, base, list) = (
+            topic.to_string(),
+            group.to_string(),
+            base_group.to_string(),
+            records.clone(),
+        );
         self.blocking(move |factory, _| {
             let c = factory.reader(Some(&group)).map_err(|e| e.to_string())?;
             let marks = reader::watermarks(&c, &t)?;
@@ -346,7 +366,18 @@ impl KafkaOps {
                 return Ok(out);
             }
             let ps: Vec<i32> = marks.iter().map(|m| m.0).collect();
-            let done = reader::committed(&c, &t, &ps)?;
+            let mut done = reader::committed(&c, &t, &ps)?;
+            if base != group {
+                // A filtered retry starts no earlier than the unfiltered one.
+                let b = factory.reader(Some(&base)).map_err(|e| e.to_string())?;
+                let base_done = reader::committed(&b, &t, &ps)?;
+                for (d, b) in done.iter_mut().zip(base_done) {
+                    *d = match (*d, b) {
+                        (Some(x), Some(y)) => Some(x.max(y)),
+                        (x, y) => x.or(y),
+                    };
+                }
+            }
             Ok(marks
                 .iter()
                 .zip(done)
@@ -432,7 +463,8 @@ impl KafkaOps {
                     Fate::Excluded => {
                         part.examined += 1;
                         part.excluded += 1;
-                        part.held.get_or_insert(r.offset);
+                        // Passed in this filter's own group only (see dlq_retry_run).
+                        part.advance(r.offset + 1);
                     }
                     Fate::Unusable(why) => {
                         part.examined += 1;
@@ -617,4 +649,27 @@ impl Summary {
         v["partitions"] = json!(self.parts);
         v
     }
+}
+
+/// The group suffix of a filtered retry: `f` + 12 hex digits of a digest of
+/// its tenant, ticket and error class (the time bounds change from run to
+/// run and are left out); `None` without a filter or with `--to` alone.
+fn filter_group_suffix(f: &super::Filter) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    // `--to` alone is a cut, not a filter: everything before it is handled,
+    // so the unfiltered group's position may move there.
+    if f.tenant.is_none() && f.ticket.is_none() && f.error_class.is_none() && f.from_ms.is_none() {
+        return None;
+    }
+    let key = format!(
+        "tenant={}\nticket={}\nclass={}",
+        f.tenant.as_deref().unwrap_or("*"),
+        f.ticket.as_deref().unwrap_or("*"),
+        f.error_class.map(|c| c.as_str()).unwrap_or("*")
+    );
+    let d = Sha256::digest(key.as_bytes());
+    Some(format!(
+        "f{}",
+        d.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>()
+    ))
 }
