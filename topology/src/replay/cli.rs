@@ -405,17 +405,9 @@ pub async fn dlq(config: &Config, cmd: DlqCmd) -> anyhow::Result<()> {
                     );
                 }
                 if s["excluded"].as_u64().unwrap_or(0) > 0 {
-                    let held: Vec<String> = s["partitions"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter(|p| p["held_at"].is_i64())
-                        .map(|p| format!("{}@{}", p["partition"], p["held_at"]))
-                        .collect();
                     println!(
-                        "{} record(s) left out by the filters; the remembered position stays before the first of them ({}): a later `dlq retry {stage}` looks at them again",
-                        s["excluded"],
-                        held.join(", ")
+                        "{} record(s) left out by the filters; they stay for an unfiltered `dlq retry {stage}` (a filtered retry keeps its progress in a group of its own)",
+                        s["excluded"]
                     );
                 }
                 if s["missing"].as_i64().unwrap_or(0) > 0 {

@@ -541,8 +541,6 @@ struct PartSummary {
     committed_pos: i64,
     /// The next offset not yet dealt with in an unbroken run.
     position: i64,
-    /// The first record left out by a filter: the position stays before it.
-    held: Option<i64>,
     examined: u64,
     resent: u64,
     would_resend: u64,
@@ -560,7 +558,6 @@ impl PartSummary {
             remembered: None,
             committed_pos: r.from,
             position: r.from,
-            held: None,
             examined: 0,
             resent: 0,
             would_resend: 0,
@@ -569,11 +566,9 @@ impl PartSummary {
         }
     }
 
-    /// Everything before `next` was dealt with, unless a left-out record holds the position.
+    /// Everything before `next` was dealt with.
     fn advance(&mut self, next: i64) {
-        if self.held.is_none() {
-            self.position = self.position.max(next);
-        }
+        self.position = self.position.max(next);
     }
 
     fn finish(&self) -> Value {
@@ -584,7 +579,6 @@ impl PartSummary {
             "committed_before": self.committed_before,
             "committed": self.remembered.or(self.committed_before),
             "position": self.position,
-            "held_at": self.held,
             "examined": self.examined,
             "resent": self.resent,
             "would_resend": self.would_resend,
