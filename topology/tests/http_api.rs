@@ -336,6 +336,21 @@ async fn tenant_api_never_crosses_tenants_and_admin_needs_its_token() {
     let (_, v) = get("/api/v1/feedback/stats".into(), Some(ta.clone())).await;
     assert_eq!(v["average_rating"], 5.0);
     assert_eq!(v["helpful_ratio"], 1.0);
+    // Feedback metric: only the accepted one counts (not the 404 or 422).
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.base()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"ticketflow_feedback_total{helpful="true",rating="5",tenant="acme"} 1"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(r#"rating="9""#), "{metrics}");
     assert_eq!(
         get("/api/v1/feedback?start_date=2026-13-01".into(), Some(ta.clone()))
             .await
