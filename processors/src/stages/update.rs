@@ -115,7 +115,10 @@ impl UpdateStage {
         // Webhook received by ingest → note on the ticket (the old system's
         // "processing time"; its promise was p95 under 60 s).
         let e2e_s = (sinks::now_ms() - m.received_at_ms).max(0) as f64 / 1000.0;
-        sinks::metrics::metrics().end_to_end_duration.with_label_values(&[] as &[&str]).observe(e2e_s);
+        sinks::metrics::metrics()
+            .end_to_end_duration
+            .with_label_values(&[] as &[&str])
+            .observe(e2e_s);
         info!(note_id = %note_id, method = %e.method, end_to_end_s = e2e_s, "note posted");
         Ok((note_id, false))
     }
