@@ -521,25 +521,40 @@ fn take_sample(
     let mut scans = scans.lock().expect("tenant scan lock");
     let mut left = budget;
     let mut groups = Vec::new();
+    // Set when the broker itself does not answer: the other groups are not
+    // tried (each try would wait out its timeouts) and show ERR at once.
+    let mut trouble: Option<String> = None;
     for stage in stages {
         let group = dataflow.group(stage);
         let wiring = dataflow.wiring(stage, 1, Duration::ZERO);
-        let members = members_of(&peeker, &group);
         let mut g = GroupSample {
             group: group.clone(),
             stage,
-            members,
+            members: None,
             error: None,
             partitions: Vec::new(),
             tenants: BTreeMap::new(),
             unattributed: 0,
         };
+        if let Some(t) = &trouble {
+            g.error = Some(format!("not sampled: {t}"));
+            groups.push(g);
+            continue;
+        }
+        g.members = members_of(&peeker, &group);
         let offsets = factory.peeker(Some(&group)).map_err(|e| e.to_string())?;
         for input in &wiring.inputs {
             if let Err(e) = sample_topic(&offsets, &input.topic, &mut g) {
+                if peeker.fetch_metadata(None, Duration::from_secs(3)).is_err() {
+                    trouble = Some(format!("the broker does not answer ({e})"));
+                }
                 g.error = Some(e);
-                continue;
+                break;
             }
+        }
+        if g.error.is_some() {
+            groups.push(g);
+            continue;
         }
         for p in &mut g.partitions {
             let lag = p.lag();
@@ -569,7 +584,7 @@ fn take_sample(
         scans.clear();
     }
     let mut dlq = Vec::new();
-    for stage in STAGES {
+    for stage in STAGES.iter().filter(|_| trouble.is_none()) {
         let topic = dataflow.dlq(stage);
         let Ok(ps) = crate::ops::partitions_of(&peeker, &topic) else {
             continue;

@@ -581,8 +581,22 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             );
             let started = std::time::Instant::now();
             loop {
-                monitor.sample_now().await.map_err(anyhow::Error::msg)?;
-                let full = started.elapsed() + interval > window && monitor.samples() >= topology::lag::MIN_SAMPLES;
+                // Interruptible while sampling too (a broker that does not
+                // answer makes a sample wait out its timeouts).
+                tokio::select! {
+                    _ = signal() => break,
+                    r = monitor.sample_now() => r.map_err(anyhow::Error::msg)?,
+                }
+                // The window is full, or nothing could be read at all (a broker
+                // that does not answer is the answer).
+                let all_err = {
+                    let v = monitor.report();
+                    v["groups"]
+                        .as_array()
+                        .is_some_and(|g| !g.is_empty() && g.iter().all(|g| g["status"] == "ERR"))
+                };
+                let full = all_err
+                    || (started.elapsed() + interval > window && monitor.samples() >= topology::lag::MIN_SAMPLES);
                 if watch || full {
                     let v = monitor.report();
                     if j {

@@ -272,14 +272,22 @@ pub fn init_with_traces(config: &Config, stages: Option<&str>) -> Telemetry {
 
 fn install(quiet: bool, provider: Option<SdkTracerProvider>) {
     let default = if quiet { "error" } else { DEFAULT_FILTER };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // Spans made only for traces never reach the logs, whatever RUST_LOG says.
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    if provider.is_some() {
+        // Spans made only for traces pass the global filter…
+        if let Ok(d) = format!("{}=info", processors::trace::TARGET).parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    // …and never reach the logs. RUST_LOG is the global filter (as a
+    // per-layer filter it let nisshi's `debug!` events through whatever it
+    // said: ≈ 8,000 lines/s from an idle `run`), so it bounds traces too:
+    // keep our crates at `info` for complete traces.
     let fmt = tracing_subscriber::fmt::layer()
         .json()
         .with_current_span(true)
         .with_span_list(false)
         .with_writer(std::io::stderr)
-        .with_filter(filter)
         .with_filter(filter_fn(|m| m.target() != processors::trace::TARGET));
     // The trace layer has its own filter, so RUST_LOG does not turn traces
     // off: our spans at INFO and above, and warnings and errors inside them
@@ -297,6 +305,11 @@ fn install(quiet: bool, provider: Option<SdkTracerProvider>) {
                     }
             }))
     });
-    let installed = tracing_subscriber::registry().with(fmt).with(traces).try_init().is_ok();
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(traces)
+        .try_init()
+        .is_ok();
     processors::trace::set_enabled(installed && provider.is_some());
 }

@@ -420,3 +420,32 @@ async fn stage_only_processes_on_one_host_without_an_ops_address_each_find_a_por
     b.stop().await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_that_does_not_answer_is_err_promptly() {
+    let mut h = Harness::start(LAG_VARS).await;
+    let bootstrap = h.running().bootstrap.clone();
+    h.stop().await;
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_ticketflow"))
+        .args(["lag", "--json", "--window", "2s", "--interval", "500ms"])
+        .env("KAFKA_BROKERS", &bootstrap)
+        .env("TICKETFLOW_DATA_DIR", h.dir.path())
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = v["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 5, "{v}");
+    assert!(groups.iter().all(|g| g["status"] == "ERR"), "{v}");
+    assert!(
+        groups[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the broker does not answer"),
+        "{v}"
+    );
+    // One sample: the first group waits out its timeouts, the rest are not tried.
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+}
