@@ -169,7 +169,17 @@ async fn llm_down_for_the_whole_run_every_ticket_gets_a_fallback_note() {
         status: 503,
         retry_after_secs: None,
     }));
-    let jobs = send_jobs(&h, "acme", 3000, 40, "llm").await;
+    // Two waves: the first opens the breaker (3 failures); the second comes
+    // while it is open. (One wave of 40 could reach synthesize at once and
+    // call the LLM 40 times before any failure was counted: the breaker
+    // counts consecutive failures, it does not limit concurrency.)
+    let mut jobs = send_jobs(&h, "acme", 3000, 10, "llm-a").await;
+    let (noted, dead) = assert_accounted(&h, &jobs, Duration::from_secs(90)).await;
+    assert_eq!((noted, dead), (10, 0));
+    let first_wave_calls = h.llm.requests();
+    assert!(first_wave_calls <= 10, "{first_wave_calls}");
+    let second = send_jobs(&h, "acme", 3010, 30, "llm-b").await;
+    jobs.extend(second);
     let (noted, dead) = assert_accounted(&h, &jobs, Duration::from_secs(90)).await;
     assert_eq!((noted, dead), (40, 0));
     let rows = h.wait_history(&jobs, Duration::from_secs(1)).await;
@@ -177,11 +187,11 @@ async fn llm_down_for_the_whole_run_every_ticket_gets_a_fallback_note() {
         rows.values().all(|r| r.status == HistoryStatus::Fallback),
         "history says fallback"
     );
-    // The breaker opened: the LLM was not called for every job.
-    assert!(
-        h.llm.requests() < 40,
-        "LLM called {} times for 40 jobs",
-        h.llm.requests()
+    // The breaker is open: the second wave never reached the LLM.
+    assert_eq!(
+        h.llm.requests(),
+        first_wave_calls,
+        "LLM called for the second wave while the breaker was open"
     );
     h.stop().await;
 }
