@@ -182,16 +182,15 @@ pub async fn serve_ops(
     state: Arc<IngestState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, "ops endpoints listening (health, metrics, lag, dashboard)");
-    let s = state.clone();
-    let graceful = async move {
-        shutdown.cancelled().await;
-        s.draining.store(true, Ordering::Relaxed);
-    };
-    axum::serve(listener, ops_router(state))
-        .with_graceful_shutdown(graceful)
-        .await
+    let app = ops_router(state.clone());
+    serve_app(
+        listener,
+        app,
+        state,
+        shutdown,
+        "ops endpoints listening (health, metrics, lag, dashboard)",
+    )
+    .await
 }
 
 /// Serves until `shutdown` is cancelled. From cancellation on, webhooks get
@@ -201,14 +200,22 @@ pub async fn serve(
     state: Arc<IngestState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let app = router(state.clone());
+    serve_app(listener, app, state, shutdown, "ingest listening").await
+}
+
+async fn serve_app(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    state: Arc<IngestState>,
+    shutdown: CancellationToken,
+    what: &'static str,
+) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, "ingest listening");
-    let s = state.clone();
+    tracing::info!(%addr, "{what}");
     let graceful = async move {
         shutdown.cancelled().await;
-        s.draining.store(true, Ordering::Relaxed);
+        state.draining.store(true, Ordering::Relaxed);
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(graceful)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(graceful).await
 }
