@@ -18,6 +18,10 @@ use rdkafka::ClientConfig;
 use serde_json::Value;
 use sinks::servicedesk::SdpAuth;
 
+/// The lag gauges are process-wide and each test's monitor resets them:
+/// tests of this file run one at a time so each reads its own.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const LAG_VARS: &[(&str, &str)] = &[
     ("TICKETFLOW_LAG_INTERVAL", "500ms"),
     ("TICKETFLOW_LAG_WINDOW", "3s"),
@@ -90,6 +94,7 @@ async fn wait_status(h: &Harness, base: &str, name: &str, status: &str) -> Value
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_group_without_consumers_while_webhooks_arrive_is_stop_with_backlog_per_tenant() {
+    let _serial = SERIAL.lock().await;
     let mut h = Harness::start(LAG_VARS).await;
     h.add_tenant(&tenant("acme")).await;
     h.add_tenant(&tenant("globex")).await;
@@ -199,6 +204,7 @@ async fn a_group_without_consumers_while_webhooks_arrive_is_stop_with_backlog_pe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_that_reads_without_committing_is_stall() {
+    let _serial = SERIAL.lock().await;
     let mut h = Harness::start(LAG_VARS).await;
     h.add_tenant(&tenant("acme")).await;
     h.restart(&["ingest"]).await;
@@ -246,6 +252,7 @@ async fn a_member_that_reads_without_committing_is_stall() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stage_only_process_serves_health_metrics_and_lag_on_its_ops_address() {
+    let _serial = SERIAL.lock().await;
     let mut h = Harness::start(LAG_VARS).await;
     h.restart(&["validate", "context"]).await;
     let running = h.running();
@@ -334,6 +341,7 @@ fn chromium() -> Option<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_dashboard_renders_in_headless_chromium_behind_the_viewer_token() {
+    let _serial = SERIAL.lock().await;
     let Some(browser) = chromium() else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -395,6 +403,7 @@ async fn the_dashboard_renders_in_headless_chromium_behind_the_viewer_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stage_only_processes_on_one_host_without_an_ops_address_each_find_a_port() {
+    let _serial = SERIAL.lock().await;
     let mut h = Harness::start(LAG_VARS).await;
     h.restart(&["ingest"]).await;
     // Two more processes on the harness's broker, record stage only.
@@ -423,6 +432,7 @@ async fn stage_only_processes_on_one_host_without_an_ops_address_each_find_a_por
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_that_does_not_answer_is_err_promptly() {
+    let _serial = SERIAL.lock().await;
     let mut h = Harness::start(LAG_VARS).await;
     let bootstrap = h.running().bootstrap.clone();
     h.stop().await;
