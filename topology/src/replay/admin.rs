@@ -78,11 +78,24 @@ fn members_of(c: &BaseConsumer, group: &str) -> Result<(String, Vec<String>), St
             g.state().to_string(),
             g.members()
                 .iter()
-                .map(|m| format!("{}@{}", m.client_id(), m.client_host().trim_start_matches('/')))
+                .map(|m| member_name(m.client_id(), m.client_host(), m.id()))
                 .collect(),
         ),
         None => ("Dead".to_string(), Vec::new()),
     })
+}
+
+/// `client_id@host`, or what the broker did report (the embedded broker
+/// reports neither client id nor host, only the member id).
+fn member_name(client_id: &str, host: &str, member_id: &str) -> String {
+    let host = host.trim_start_matches('/');
+    match (client_id.is_empty(), host.is_empty()) {
+        (false, false) => format!("{client_id}@{host}"),
+        (false, true) => client_id.to_string(),
+        (true, false) => format!("{member_id}@{host}"),
+        (true, true) if !member_id.is_empty() => member_id.to_string(),
+        (true, true) => "a member that reports no id".to_string(),
+    }
 }
 
 fn refuse_active(group: &str, members: &[String]) -> Result<(), String> {
@@ -318,5 +331,19 @@ impl KafkaOps {
         let mut plan = plan;
         plan["executed"] = json!(true);
         Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::member_name;
+
+    #[test]
+    fn members_are_named_by_what_the_broker_reports() {
+        assert_eq!(member_name("ticketflow-context", "/10.0.0.7", "m-1"), "ticketflow-context@10.0.0.7");
+        assert_eq!(member_name("ticketflow-context", "", "m-1"), "ticketflow-context");
+        assert_eq!(member_name("", "", "rdkafka-4f2c"), "rdkafka-4f2c");
+        assert_eq!(member_name("", "/10.0.0.7", "m-1"), "m-1@10.0.0.7");
+        assert_eq!(member_name("", "", ""), "a member that reports no id");
     }
 }

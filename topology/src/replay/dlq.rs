@@ -409,20 +409,16 @@ impl KafkaOps {
             })
             .await?;
         loop {
-            let batch = ctx.batch;
+            let (batch, to_ms) = (ctx.batch, ctx.filter.to_ms);
             let (back, window) = self
                 .blocking(move |_, _| {
-                    let w = rd.next_window(batch);
+                    let w = rd.next_window_until(batch, to_ms);
                     Ok((rd, w))
                 })
                 .await?;
             rd = back;
             part.missing = rd.missing;
-            let window = window?;
-            let cut = ctx
-                .filter
-                .to_ms
-                .and_then(|to| window.iter().position(|r| r.timestamp_ms.is_some_and(|ts| ts >= to)));
+            let (window, cut) = window?;
             let considered = &window[..cut.unwrap_or(window.len())];
             let window_end = cut.map_or(rd.next, |i| window[i].offset);
             let fates: Vec<Fate> = considered

@@ -122,6 +122,19 @@ impl PartitionReader {
         self.next >= self.end
     }
 
+    /// [`next_window`](Self::next_window), and where `--to` cuts it: the
+    /// index of its first record stamped at or after `to_ms` (reading
+    /// stops there; that record and the ones after it are not handled).
+    pub fn next_window_until(
+        &mut self,
+        max: usize,
+        to_ms: Option<i64>,
+    ) -> Result<(Vec<ReadRecord>, Option<usize>), String> {
+        let window = self.next_window(max)?;
+        let cut = to_ms.and_then(|to| window.iter().position(|r| r.timestamp_ms.is_some_and(|ts| ts >= to)));
+        Ok((window, cut))
+    }
+
     /// Up to `max` records from `next` on; fewer only when `end` is reached.
     pub fn next_window(&mut self, max: usize) -> Result<Vec<ReadRecord>, String> {
         let mut out = Vec::new();

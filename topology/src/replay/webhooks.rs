@@ -334,20 +334,16 @@ impl KafkaOps {
             .blocking(move |factory, _| PartitionReader::open(&factory, None, &t, p, start, end, STALL_TIMEOUT))
             .await?;
         loop {
-            let batch = opts.batch;
+            let (batch, to_ms) = (opts.batch, opts.filter.to_ms);
             let (back, window) = self
                 .blocking(move |_, _| {
-                    let w = rd.next_window(batch);
+                    let w = rd.next_window_until(batch, to_ms);
                     Ok((rd, w))
                 })
                 .await?;
             rd = back;
             part.missing = rd.missing;
-            let window = window?;
-            let cut = opts
-                .filter
-                .to_ms
-                .and_then(|to| window.iter().position(|r| r.timestamp_ms.is_some_and(|ts| ts >= to)));
+            let (window, cut) = window?;
             let considered = &window[..cut.unwrap_or(window.len())];
             let fates: Vec<Fate> = considered.iter().map(|r| fate(r, topic, opts)).collect();
             let to_send: Vec<&Outgoing> = fates
