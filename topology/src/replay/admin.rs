@@ -340,7 +340,10 @@ mod tests {
 
     #[test]
     fn members_are_named_by_what_the_broker_reports() {
-        assert_eq!(member_name("ticketflow-context", "/10.0.0.7", "m-1"), "ticketflow-context@10.0.0.7");
+        assert_eq!(
+            member_name("ticketflow-context", "/10.0.0.7", "m-1"),
+            "ticketflow-context@10.0.0.7"
+        );
         assert_eq!(member_name("ticketflow-context", "", "m-1"), "ticketflow-context");
         assert_eq!(member_name("", "", "rdkafka-4f2c"), "rdkafka-4f2c");
         assert_eq!(member_name("", "/10.0.0.7", "m-1"), "m-1@10.0.0.7");
