@@ -7,14 +7,24 @@
 //! Kafka administration (lag, DLQ) is reached through the [`Operations`]
 //! trait that `topology` implements, so this crate holds no topic layout.
 //!
-//! Layout: [`signature`] (Standard Webhooks), [`webhook`] (the ingest
-//! handler), [`api`] (feedback, history, admin), [`health`], [`error`].
+//! Layout: [`signature`] (Standard Webhooks), [`payload`] (the webhook
+//! body), [`webhook`] (the ingest handler), [`api`] (feedback, history,
+//! admin), [`sources`] (the per-source limit of failed authentication),
+//! [`health`], [`error`].
+//!
+//! Strangers: tenant ids outside `^[A-Za-z0-9_-]{1,64}$` are refused like
+//! unknown tenants before any lookup; unknown ids are cached in a cache
+//! bounded in bytes; a source that keeps failing authentication gets `429`
+//! before any store or HMAC work; error bodies carry a code and a generic
+//! message, the detail goes to the log.
 
 pub mod api;
 pub mod error;
 pub mod health;
+pub mod payload;
 pub mod ratelimit;
 pub mod signature;
+pub mod sources;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -23,8 +33,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use processors::producer::DurableProducer;
 use serde_json::Value;
 use sinks::store::TenantCache;
@@ -88,6 +102,8 @@ pub struct IngestSettings {
     pub produce_timeout: Duration,
     /// Topic webhooks are written to.
     pub webhooks_topic: String,
+    /// The per-source budget of failed authentication ([`sources`]).
+    pub source_limits: sources::SourceLimits,
 }
 
 impl Default for IngestSettings {
@@ -100,6 +116,7 @@ impl Default for IngestSettings {
             tenant_rate_per_sec: 1000.0,
             produce_timeout: Duration::from_secs(10),
             webhooks_topic: "ticketflow.webhooks".into(),
+            source_limits: sources::SourceLimits::default(),
         }
     }
 }
@@ -110,6 +127,8 @@ pub struct IngestState {
     pub settings: IngestSettings,
     pub ops: Arc<dyn Operations>,
     pub limiter: ratelimit::TenantLimiter,
+    /// Failed authentication per source address.
+    pub sources: sources::SourceLimiter,
     /// Set on shutdown: new webhooks get 503 while the stages drain.
     pub draining: AtomicBool,
     /// Set by the process that runs ingest: its own health checks.
@@ -124,12 +143,14 @@ impl IngestState {
         ops: Arc<dyn Operations>,
     ) -> Arc<Self> {
         let limiter = ratelimit::TenantLimiter::new(settings.tenant_rate_per_sec);
+        let sources = sources::SourceLimiter::new(settings.source_limits.clone());
         Arc::new(IngestState {
             tenants,
             producer,
             settings,
             ops,
             limiter,
+            sources,
             draining: AtomicBool::new(false),
             process: std::sync::OnceLock::new(),
         })
@@ -140,9 +161,29 @@ impl IngestState {
     }
 }
 
+/// Around every endpoint that takes a token: a source whose budget of
+/// failed authentication is spent gets `429` before the handler (and its
+/// store lookup) runs; a `401` answer is charged to the source. (Webhooks
+/// do the same inside their handler, where more answers count as failed.)
+async fn limit_failed_auth(
+    State(state): State<Arc<IngestState>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let source = state.sources.source_of(peer.map(|p| p.0 .0), request.headers());
+    if let Err(secs) = state.sources.check(source) {
+        return error::ApiError::source_rate_limited(secs).into_response();
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        state.sources.charge(source);
+    }
+    response
+}
+
 pub fn router(state: Arc<IngestState>) -> Router {
-    Router::new()
-        .route("/webhooks/servicedesk/{tenant_id}", post(webhook::receive))
+    let authenticated = Router::new()
         .route("/api/v1/feedback", post(api::add_feedback).get(api::list_feedback))
         .route("/api/v1/feedback/stats", get(api::feedback_stats))
         .route("/api/v1/enhancements", get(api::enhancements_by_ticket))
@@ -150,11 +191,15 @@ pub fn router(state: Arc<IngestState>) -> Router {
         .route("/api/v1/lag", get(api::lag))
         .route("/api/v1/dlq", get(api::dlq_list))
         .route("/api/v1/dlq/retry", post(api::dlq_retry))
+        .route("/dashboard", get(health::dashboard))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), limit_failed_auth));
+    Router::new()
+        .route("/webhooks/servicedesk/{tenant_id}", post(webhook::receive))
+        .merge(authenticated)
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health/enhancement", get(health::enhancement))
         .route("/metrics", get(health::metrics_text))
-        .route("/dashboard", get(health::dashboard))
         .fallback(error::not_found)
         .with_state(state)
 }
@@ -163,14 +208,17 @@ pub fn router(state: Arc<IngestState>) -> Router {
 /// health, metrics, lag, the DLQ listing and the dashboard — no webhooks
 /// and no tenant API.
 pub fn ops_router(state: Arc<IngestState>) -> Router {
-    Router::new()
+    let authenticated = Router::new()
         .route("/api/v1/lag", get(api::lag))
         .route("/api/v1/dlq", get(api::dlq_list))
+        .route("/dashboard", get(health::dashboard))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), limit_failed_auth));
+    Router::new()
+        .merge(authenticated)
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health/enhancement", get(health::enhancement))
         .route("/metrics", get(health::metrics_text))
-        .route("/dashboard", get(health::dashboard))
         .fallback(error::not_found)
         .with_state(state)
 }
@@ -217,5 +265,8 @@ async fn serve_app(
         shutdown.cancelled().await;
         state.draining.store(true, Ordering::Relaxed);
     };
-    axum::serve(listener, app).with_graceful_shutdown(graceful).await
+    // With the peer address: the per-source limit of failed authentication.
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(graceful)
+        .await
 }

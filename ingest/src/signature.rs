@@ -1,8 +1,11 @@
 //! Standard Webhooks signatures: `webhook-signature` holds one or more
 //! space-separated `v1,<base64 HMAC-SHA256("{id}.{timestamp}.{body}")>`,
 //! keyed with the base64 part of a `whsec_...` secret. Comparison is
-//! constant-time (`Mac::verify_slice`), and every candidate secret and
-//! signature is tried, so timing does not reveal which part failed.
+//! constant-time ([`sinks::secrets::constant_time_eq`]), and every candidate
+//! secret and signature is tried, so timing does not reveal which part
+//! failed. At most [`MAX_SIGNATURES`] signatures of a header are tried.
+//!
+//! Pure (no `crate::` paths): the fuzz targets compile this file as it is.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -36,19 +39,33 @@ pub fn secret_key(secret: &str) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
-/// A new random secret (24 bytes), `whsec_` + base64.
+/// A new random secret (24 bytes from the operating system's random
+/// source), `whsec_` + base64.
 pub fn generate_secret() -> String {
-    let bytes: [u8; 24] = rand_bytes();
+    let bytes: [u8; 24] = sinks::secrets::random_bytes();
     format!("whsec_{}", STANDARD.encode(bytes))
 }
 
-fn rand_bytes<const N: usize>() -> [u8; N] {
-    let mut out = [0u8; N];
-    for chunk in out.chunks_mut(16) {
-        let r = uuid::Uuid::new_v4().into_bytes();
-        chunk.copy_from_slice(&r[..chunk.len()]);
-    }
-    out
+/// Signatures tried per header; Standard Webhooks senders send one per
+/// valid secret (two during a rotation).
+pub const MAX_SIGNATURES: usize = 16;
+
+/// The `webhook-timestamp` header as unix seconds.
+pub fn parse_timestamp(timestamp: &str) -> Result<i64, SignatureError> {
+    timestamp.trim().parse().map_err(|_| SignatureError::BadTimestamp)
+}
+
+/// The decoded `v1` signatures of a `webhook-signature` header (others
+/// and undecodable ones skipped), at most [`MAX_SIGNATURES`].
+pub fn parse_signatures(header: &str) -> Vec<Vec<u8>> {
+    header
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .filter(|s| !s.is_empty())
+        .take(MAX_SIGNATURES)
+        .filter_map(|s| STANDARD.decode(s).ok())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
@@ -78,23 +95,17 @@ pub fn verify<'a>(
     now_secs: i64,
     tolerance_secs: u64,
 ) -> Result<(), SignatureError> {
-    let ts: i64 = timestamp.trim().parse().map_err(|_| SignatureError::BadTimestamp)?;
+    let ts = parse_timestamp(timestamp)?;
     if now_secs.abs_diff(ts) > tolerance_secs {
         return Err(SignatureError::Stale(tolerance_secs));
     }
-    let candidates: Vec<Vec<u8>> = signatures
-        .split(' ')
-        .filter_map(|s| s.strip_prefix("v1,"))
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| STANDARD.decode(s).ok())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let candidates = parse_signatures(signatures);
     let mut ok = false;
     for secret in secrets {
         let Ok(key) = secret_key(secret.expose()) else { continue };
-        let m = mac(&key, id, timestamp.trim(), body);
+        let expected = mac(&key, id, timestamp.trim(), body).finalize().into_bytes();
         for c in &candidates {
-            ok |= m.clone().verify_slice(c).is_ok();
+            ok |= sinks::secrets::constant_time_eq(c, &expected);
         }
     }
     if ok {
@@ -175,7 +186,22 @@ mod tests {
         let header = format!("v1,AAAA {} v1,bm90IGl0", EXPECTED);
         verify(s.iter(), ID, &TS.to_string(), &header, BODY.as_bytes(), TS, 300).unwrap();
         assert!(secret_key(&generate_secret()).is_ok());
+        assert_ne!(generate_secret(), generate_secret());
         assert!(secret_key("plain").is_err());
         assert!(secret_key("whsec_!!!").is_err());
+    }
+
+    #[test]
+    fn header_parsing_skips_what_is_not_a_v1_signature_and_caps_the_count() {
+        assert_eq!(parse_signatures("v1,AAAA v2,AAAA v1, v1,!!! x"), vec![vec![0u8, 0, 0]]);
+        assert!(parse_signatures("").is_empty());
+        let many = vec![EXPECTED; 100].join(" ");
+        assert_eq!(parse_signatures(&many).len(), MAX_SIGNATURES);
+        assert_eq!(parse_timestamp(" 1614265330 "), Ok(TS));
+        assert_eq!(parse_timestamp("1e9"), Err(SignatureError::BadTimestamp));
+        assert_eq!(
+            parse_timestamp("99999999999999999999"),
+            Err(SignatureError::BadTimestamp)
+        );
     }
 }

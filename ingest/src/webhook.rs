@@ -1,22 +1,27 @@
 //! `POST /webhooks/servicedesk/{tenant_id}`.
 //!
-//! Checks, in order: signature headers present (401), body size (413),
-//! JSON content type (415), signature and timestamp with an existing tenant
-//! (403 `forbidden`, the three indistinguishable), a suspended tenant (403
+//! Checks, in order: the source address's budget of failed authentication
+//! (429 `source_rate_limited`, before any store or HMAC work; see
+//! [`crate::sources`]), signature headers present (401), body size (413),
+//! JSON content type (415), a tenant id matching `^[A-Za-z0-9_-]{1,64}$`,
+//! signature and timestamp with an existing tenant (403 `forbidden`, the
+//! four indistinguishable; a 401, 413, 415 or 403 here is charged to the
+//! source's budget), a suspended tenant (403
 //! `tenant_suspended`, only once the signature verified, so strangers learn
 //! nothing; nothing is written to Kafka; seen within the tenant cache's TTL
 //! of a `tenants suspend`), JSON syntax (400), required fields
 //! (422), the tenant's ingest rate (429), a repeated `webhook-id` (the first
 //! job's ids, 202), then the broker's acknowledgement (202, or 503).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use futures::StreamExt;
 use processors::producer::ProduceError;
 use processors::trace;
@@ -24,18 +29,17 @@ use schemas::{Codec, JobMeta, WebhookReceived};
 use serde_json::{json, Value};
 use sinks::metrics::metrics;
 use sinks::now_ms;
-use sinks::store::{WebhookClaim, WebhookSecrets};
+use sinks::store::{is_valid_tenant_id, Tenant, WebhookClaim, WebhookSecrets};
 use sinks::Secret;
 use tracing::{info, warn, Instrument};
 
 use crate::error::ApiError;
+use crate::payload::{parse_webhook, PayloadError, WebhookFields};
 use crate::signature::verify;
 use crate::IngestState;
 
 /// A pending `webhook-id` claim older than this is taken over (its writer died).
 const STALE_CLAIM_MS: i64 = 60_000;
-/// Longest accepted `request.id`.
-const MAX_TICKET_ID: usize = 64;
 /// An oversized body is read (and thrown away) up to this many times the
 /// limit before the `413` is sent: a server that answers and closes while
 /// the sender is still writing makes the kernel reset the connection, and
@@ -105,35 +109,16 @@ fn suspended(tenant_id: &str) -> ApiError {
 
 /// Checks the required fields; returns (ticket id, event).
 pub fn required_fields(body: &Value) -> Result<(String, String), ApiError> {
-    let unprocessable = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "missing_field", m);
-    let obj = body
-        .as_object()
-        .ok_or_else(|| unprocessable("body must be a JSON object with a 'request' object".into()))?;
-    let request = obj
-        .get("request")
-        .ok_or_else(|| unprocessable("missing required field: request".into()))?;
-    let request = request
-        .as_object()
-        .ok_or_else(|| unprocessable("field 'request' must be an object".into()))?;
-    let id = match request.get("id") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(_)) | None | Some(Value::Null) => {
-            return Err(unprocessable("missing required field: request.id".into()))
-        }
-        Some(_) => return Err(unprocessable("field 'request.id' must be a string or a number".into())),
-    };
-    if id.len() > MAX_TICKET_ID || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(unprocessable(format!(
-            "field 'request.id' must be 1-{MAX_TICKET_ID} letters, digits, '-' or '_'"
-        )));
+    crate::payload::required_fields(body)
+        .map(|f| (f.ticket_id, f.event))
+        .map_err(payload_error)
+}
+
+fn payload_error(e: PayloadError) -> ApiError {
+    match e {
+        PayloadError::Malformed(m) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", m),
+        PayloadError::Field(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "missing_field", m),
     }
-    let event = match obj.get("event") {
-        None | Some(Value::Null) => "request_created".to_string(),
-        Some(Value::String(e)) if !e.is_empty() && e.len() <= 64 => e.clone(),
-        Some(_) => return Err(unprocessable("field 'event' must be a non-empty string".into())),
-    };
-    Ok((id, event))
 }
 
 /// The route of the webhook endpoint, as the server span names it.
@@ -175,12 +160,20 @@ fn server_span(tenant_id: &str, headers: &HeaderMap) -> tracing::Span {
 pub async fn receive(
     State(state): State<Arc<IngestState>>,
     Path(tenant_id): Path<String>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let span = server_span(&tenant_id, &headers);
-    let result = handle(&state, &tenant_id, &headers, body)
+    let source = state.sources.source_of(peer.map(|p| p.0 .0), &headers);
+    // Ids outside the documented pattern are never echoed into spans.
+    let shown_id = if is_valid_tenant_id(&tenant_id) {
+        tenant_id.as_str()
+    } else {
+        "invalid"
+    };
+    let span = server_span(shown_id, &headers);
+    let result = handle(&state, &tenant_id, source, &headers, body)
         .instrument(span.clone())
         .await;
     let status = match &result {
@@ -198,8 +191,9 @@ pub async fn receive(
         .webhook_request_duration
         .with_label_values::<&str>(&[])
         .observe(started.elapsed().as_secs_f64());
-    // Unknown tenants are not labelled by name (unbounded label values).
-    let known = state.tenants.get(&tenant_id).await.ok().flatten().is_some();
+    // Unknown tenants are not labelled by name (unbounded label values);
+    // only the cache is asked, never the store.
+    let known = state.tenants.is_known(&tenant_id);
     let tenant_label = if known { tenant_id.as_str() } else { "unknown" };
     let outcome = match &result {
         Ok((_, dup)) if *dup => "duplicate",
@@ -214,7 +208,7 @@ pub async fn receive(
         Ok((body, _)) => (StatusCode::ACCEPTED, Json(body)).into_response(),
         Err(e) => {
             if e.status.is_server_error() {
-                warn!(tenant_id = %tenant_id, code = e.code, message = %e.message, "webhook refused");
+                warn!(tenant_id = %shown_id, code = e.code, message = %e.message, "webhook refused");
             }
             e.into_response()
         }
@@ -224,6 +218,7 @@ pub async fn receive(
 async fn handle(
     state: &IngestState,
     tenant_id: &str,
+    source: IpAddr,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Value, bool), ApiError> {
@@ -233,6 +228,31 @@ async fn handle(
             "Ticketflow is shutting down; retry shortly",
         ));
     }
+    // Before any store or HMAC work: a source that keeps failing
+    // authentication waits (ingest::sources).
+    state.sources.check(source).map_err(ApiError::source_rate_limited)?;
+    let (tenant, id, bytes) = match authenticate(state, tenant_id, headers, body).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            // The store being down is not the sender's failure.
+            if e.status != StatusCode::SERVICE_UNAVAILABLE {
+                state.sources.charge(source);
+            }
+            return Err(e);
+        }
+    };
+    accept(state, tenant, id, headers, bytes).await
+}
+
+/// Everything up to a verified signature: headers, body size, content
+/// type, tenant id, tenant and signature. Returns the tenant, the
+/// `webhook-id` and the body.
+async fn authenticate<'h>(
+    state: &IngestState,
+    tenant_id: &str,
+    headers: &'h HeaderMap,
+    body: Body,
+) -> Result<(Arc<Tenant>, &'h str, axum::body::Bytes), ApiError> {
     let (Some(id), Some(ts), Some(sigs)) = (
         header(headers, "webhook-id"),
         header(headers, "webhook-timestamp"),
@@ -274,6 +294,15 @@ async fn handle(
         ));
     }
 
+    // An id outside the documented pattern is refused like an unknown
+    // tenant, before the store; a valid unknown id is cached (bounded).
+    if !is_valid_tenant_id(tenant_id) {
+        info!(
+            reason = "tenant id outside the documented pattern",
+            "webhook signature rejected"
+        );
+        return Err(forbidden());
+    }
     let tenant = state.tenants.get(tenant_id).await?;
     // An unknown tenant costs the same HMAC work as a known one.
     let dummy = WebhookSecrets {
@@ -300,6 +329,20 @@ async fn handle(
         }
         (None, Ok(())) => return Err(forbidden()),
     };
+    Ok((tenant, id, bytes))
+}
+
+/// A webhook whose signature verified: suspension, body, the tenant's
+/// rate, the `webhook-id` claim, then the broker.
+async fn accept(
+    state: &IngestState,
+    tenant: Arc<Tenant>,
+    id: &str,
+    headers: &HeaderMap,
+    bytes: axum::body::Bytes,
+) -> Result<(Value, bool), ApiError> {
+    let tenant_id = tenant.tenant_id.as_str();
+    let now = now_ms();
     // Only a sender holding the tenant's secret learns that it is suspended
     // (strangers get the same `forbidden` as for an unknown tenant). The
     // operator's reason stays internal; the record is never written.
@@ -308,14 +351,7 @@ async fn handle(
         return Err(suspended(tenant_id));
     }
 
-    let json: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("body is not valid JSON: {e}"),
-        )
-    })?;
-    let (ticket_id, event) = required_fields(&json)?;
+    let WebhookFields { ticket_id, event } = parse_webhook(&bytes).map_err(payload_error)?;
     if let Err(secs) = state.limiter.check(tenant_id) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

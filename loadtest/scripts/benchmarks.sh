@@ -15,6 +15,9 @@ run() {
 WANT="${*:-}"
 want() { [ -z "$WANT" ] || [[ " $WANT " == *" $1 "* ]]; }
 
+# Context-search quality (no load): recall@5 and MRR@10 of similar tickets
+# and articles on a labelled synthetic set, the old search as baseline.
+if want quality; then run quality --scenario quality; fi
 # Highest ingest rate held with p99 < 50 ms, and the raw limits beside it.
 if want ingest-max; then run ingest-max --scenario ingest --find-max --ramp-from 500 --rate 20000 --duration 10s --warmup 2s; fi
 # Ingest alone at fixed rates (the README's held rate and its neighbours).

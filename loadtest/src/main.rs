@@ -9,6 +9,7 @@
 //! hit by the same generator) so results are ratios.
 //!
 //! Scenarios: `ingest`, `pipeline`, `sdp-throttle`, `llm-outage`, `burst`,
+//! `quality` (context-search quality on a labelled set, see [`quality`]),
 //! `broker-restart` (the broker runs in a child process of the harness,
 //! which is stopped mid-run — SIGTERM, or SIGKILL with `--broker-stop kill`
 //! — and started again on the same address and data).
@@ -22,6 +23,7 @@
 mod baseline;
 mod external;
 mod generator;
+mod quality;
 mod report;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -45,7 +47,8 @@ use topology::config::{parse_duration, Config};
     about = "Load-test Ticketflow on loopback and account for every webhook"
 )]
 struct Args {
-    /// ingest | pipeline | sdp-throttle | llm-outage | burst | broker-restart | backlog
+    /// ingest | pipeline | sdp-throttle | llm-outage | burst | broker-restart | backlog |
+    /// quality (context-search recall@5 and MRR on a labelled set; no load, see quality.rs)
     #[arg(long, default_value = "pipeline")]
     scenario: String,
     /// Target webhooks per second (the base rate for burst; the end rate for --ramp-from).
@@ -219,7 +222,7 @@ impl Args {
 /// every run (a deployment skips a second request_created for a ticket).
 const EXTERNAL_MAX_TICKETS: usize = 10_000_000;
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "ingest",
     "pipeline",
     "sdp-throttle",
@@ -227,6 +230,7 @@ const SCENARIOS: [&str; 7] = [
     "burst",
     "broker-restart",
     "backlog",
+    "quality",
 ];
 
 /// The broker of the broker-restart scenario: this binary re-executed with
@@ -1414,7 +1418,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let result = rt.block_on(async {
-        if args.find_max {
+        if args.scenario == "quality" {
+            quality::run(&args.out).await
+        } else if args.find_max {
             find_max(&args).await
         } else if args.scenario == "backlog" {
             backlog(&args).await

@@ -60,9 +60,13 @@ records! {
     // v2: optional `webhook_timestamp` (default null).
     WebhookReceived => "webhook_received" [1, 2],
     ValidatedJob => "validated_job" [1],
-    GatheredContext => "gathered_context" [1],
-    SynthesizedEnhancement => "synthesized_enhancement" [1],
-    TicketUpdated => "ticket_updated" [1],
+    // v2: similar tickets' `resolution`, articles' and assets' `source`,
+    // assets' `hostname`, `hostnames_found`.
+    GatheredContext => "gathered_context" [1, 2],
+    // v2: `prompt_version`, `tokens_in`, `tokens_out`, `cost_usd`.
+    SynthesizedEnhancement => "synthesized_enhancement" [1, 2],
+    // v2: as synthesized_enhancement v2.
+    TicketUpdated => "ticket_updated" [1, 2],
     FailureEnvelope => "failure_envelope" [1],
 }
 
@@ -138,6 +142,9 @@ pub struct SimilarTicket {
     pub summary: Option<String>,
     pub status: String,
     pub similarity: f64,
+    /// How it was resolved (v2; `None` from v1 writers).
+    #[serde(default)]
+    pub resolution: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +153,13 @@ pub struct KbArticle {
     pub title: String,
     pub url: Option<String>,
     pub snippet: Option<String>,
+    /// `sdp` or `imported` (v2; `sdp` from v1 writers).
+    #[serde(default = "source_sdp")]
+    pub source: String,
+}
+
+fn source_sdp() -> String {
+    "sdp".to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +169,12 @@ pub struct IpReference {
     pub asset_type: Option<String>,
     pub owner: Option<String>,
     pub site: Option<String>,
+    /// The asset's host name when known (v2).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// `sdp` or `inventory` (v2; `sdp` from v1 writers).
+    #[serde(default = "source_sdp")]
+    pub source: String,
 }
 
 /// How one context source fared.
@@ -175,6 +195,9 @@ pub struct GatheredContext {
     pub similar_tickets: Vec<SimilarTicket>,
     pub kb_articles: Vec<KbArticle>,
     pub ips_found: Vec<String>,
+    /// Host names mentioned in the ticket (v2).
+    #[serde(default)]
+    pub hostnames_found: Vec<String>,
     pub ip_references: Vec<IpReference>,
     pub sources: Vec<SourceOutcome>,
     pub counts: ContextCounts,
@@ -191,6 +214,18 @@ pub struct SynthesizedEnhancement {
     pub method: String,
     pub fallback_reason: Option<String>,
     pub model: Option<String>,
+    /// Prompt template version of the LLM call (v2; `None` from v1 writers
+    /// and for notes made without a call).
+    #[serde(default)]
+    pub prompt_version: Option<String>,
+    /// Prompt and completion tokens and cost as the provider reported them
+    /// (v2).
+    #[serde(default)]
+    pub tokens_in: Option<i64>,
+    #[serde(default)]
+    pub tokens_out: Option<i64>,
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
     pub counts: ContextCounts,
     pub timings: HashMap<String, i64>,
 }
@@ -206,6 +241,18 @@ pub struct TicketUpdated {
     pub method: String,
     pub fallback_reason: Option<String>,
     pub model: Option<String>,
+    /// Prompt template version of the LLM call (v2; `None` from v1 writers
+    /// and for notes made without a call).
+    #[serde(default)]
+    pub prompt_version: Option<String>,
+    /// Prompt and completion tokens and cost as the provider reported them
+    /// (v2).
+    #[serde(default)]
+    pub tokens_in: Option<i64>,
+    #[serde(default)]
+    pub tokens_out: Option<i64>,
+    #[serde(default)]
+    pub cost_usd: Option<f64>,
     pub counts: ContextCounts,
     pub timings: HashMap<String, i64>,
 }

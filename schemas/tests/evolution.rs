@@ -21,8 +21,11 @@ const RELEASED: &[(&str, usize, &str)] = &[
     ("webhook_received", 2, "e217db2c663653b6"),
     ("validated_job", 1, "259000cffcab1530"),
     ("gathered_context", 1, "9e22235b5abecfa0"),
+    ("gathered_context", 2, "a060e44519d0b0e4"),
     ("synthesized_enhancement", 1, "d7e30bd200236ac0"),
+    ("synthesized_enhancement", 2, "6174ba1aaf6a4ffb"),
     ("ticket_updated", 1, "547cc71ef852ef46"),
+    ("ticket_updated", 2, "a2733f68f79c0466"),
     ("failure_envelope", 1, "519ec2c3bcfe951e"),
 ];
 

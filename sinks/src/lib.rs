@@ -14,10 +14,12 @@
 //! - [`store`]: store traits (partitioned by tenant) and the embedded store.
 //! - [`sim`]: SDP and LLM simulators on real HTTP servers.
 //! - [`metrics`]: every Prometheus metric of ARCHITECTURE §8, defined once.
+//! - [`secrets`]: OS randomness for new secrets; the one constant-time comparison.
 
 pub mod breaker;
 pub mod llm;
 pub mod metrics;
+pub mod secrets;
 pub mod servicedesk;
 pub mod sim;
 pub mod store;
@@ -68,9 +70,16 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// A secret that never shows in `Debug` or logs.
-#[derive(Clone, PartialEq, Eq)]
+/// A secret that never shows in `Debug` or logs; `==` is constant-time
+/// ([`secrets::constant_time_eq`]).
+#[derive(Clone, Eq)]
 pub struct Secret(String);
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        secrets::constant_time_eq(self.0.as_bytes(), other.0.as_bytes())
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {

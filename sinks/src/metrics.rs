@@ -36,6 +36,9 @@ pub struct Metrics {
     pub feedback: IntCounterVec,
     /// 1 while a stage of this process runs and holds what it needs, else 0.
     pub stage_ready: IntGaugeVec,
+    /// LLM requests the provider rejected (400/401/402/403/404: key, credit,
+    /// model or request problems a retry cannot fix), by status and model.
+    pub llm_rejected: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -208,6 +211,12 @@ impl Metrics {
                 "ticketflow_stage_ready",
                 "1 while the stage runs in this process and holds its partitions, else 0",
                 &["stage"],
+            ),
+            llm_rejected: counter(
+                &r,
+                "ticketflow_llm_rejected_total",
+                "LLM requests the provider rejected (400/401/402/403/404), by HTTP status and model",
+                &["status", "model"],
             ),
             registry: r,
         }

@@ -13,6 +13,7 @@ fn tenant(sim: &SdpSimulator, portal: &str, auth: SdpAuth, token: &str) -> SdpTe
         base_url: sim.base_url(portal),
         auth,
         token: Secret::new(token),
+        oauth: None,
     }
 }
 
@@ -141,5 +142,6 @@ async fn llm_client_completes_and_classifies_failures() {
         for_: Duration::from_secs(5),
     }));
     let e = client.complete(&msgs, 200).await.unwrap_err();
-    assert!(matches!(e, LlmError::Transport(_)), "{e}");
+    assert!(matches!(e, LlmError::Timeout(_)), "{e}");
+    assert!(e.retry_hint().is_retryable());
 }

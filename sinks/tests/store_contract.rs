@@ -121,6 +121,13 @@ fn row(tenant: &str, job: &str, ticket: &str, subject: &str, at: i64) -> History
         timings: HashMap::from([("update".to_string(), 5)]),
         received_at_ms: at - 10,
         completed_at_ms: at,
+        llm: LlmUsageRow {
+            prompt_version: Some("v2".into()),
+            model: Some("openai/gpt-4o-mini".into()),
+            tokens_in: Some(812),
+            tokens_out: Some(143),
+            cost_usd: Some(0.000207),
+        },
     }
 }
 
@@ -683,6 +690,349 @@ async fn sealed_secrets_read_back_only_with_the_key(b: Backend) {
     assert_eq!(got.webhook_secrets.previous.unwrap().expose(), "whsec_OLD");
 }
 
+/// Zoho OAuth credentials are sealed as a whole in the SDP credential
+/// column and read back only with the key; none of them is stored in clear.
+async fn zoho_oauth_credentials_sealed_and_read_back(b: Backend) {
+    let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let sealer = Arc::new(Sealer::from_key_text(key).unwrap());
+    let Some(u) = open(
+        b,
+        StoreOptions {
+            sealer,
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let a = u.t("cloud");
+    let mut t = Tenant::new(
+        &a,
+        "https://sdp.example/app/itdesk",
+        SdpAuth::ZohoOAuth,
+        "",
+        "whsec_AAAA",
+        "api-z",
+    );
+    t.sdp.oauth = Some(sinks::servicedesk::ZohoOAuth {
+        accounts_url: "https://accounts.zoho.eu".into(),
+        client_id: "1000.CLIENT".into(),
+        client_secret: sinks::Secret::new("client-secret-xyz"),
+        refresh_token: sinks::Secret::new("1000.refresh-xyz"),
+    });
+    u.store.create_tenant(&t).await.unwrap();
+    let got = u.store.get_tenant(&a).await.unwrap().unwrap();
+    assert_eq!(got.sdp.auth, SdpAuth::ZohoOAuth);
+    let o = got.sdp.oauth.expect("OAuth credentials read back");
+    assert_eq!(o.accounts_url, "https://accounts.zoho.eu");
+    assert_eq!(o.client_id, "1000.CLIENT");
+    assert_eq!(o.client_secret.expose(), "client-secret-xyz");
+    assert_eq!(o.refresh_token.expose(), "1000.refresh-xyz");
+    // A tenant going back to a static token loses its OAuth credentials.
+    let mut back = u.store.get_tenant(&a).await.unwrap().unwrap();
+    back.sdp.auth = SdpAuth::Zoho;
+    back.sdp.oauth = None;
+    back.sdp.token = sinks::Secret::new("static-token");
+    u.store.update_tenant(&back).await.unwrap();
+    let got = u.store.get_tenant(&a).await.unwrap().unwrap();
+    assert!(got.sdp.oauth.is_none());
+    assert_eq!(got.sdp.token.expose(), "static-token");
+    if let Some(dir) = &u._dir {
+        // Nothing of the credentials in the database files in clear.
+        let path = dir.path().join("store.db");
+        let mut t2 = t.clone();
+        t2.tenant_id = u.t("cloud2");
+        t2.api_token_hash = hash_token("api-z2");
+        u.store.create_tenant(&t2).await.unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Ok(wal) = std::fs::read(path.with_extension("db-wal")) {
+            bytes.extend(wal);
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("client-secret-xyz") && !text.contains("refresh-xyz"));
+    }
+}
+
+/// The shared SDP rate-limit value: per tenant, compare-and-set, one
+/// winner when raced.
+async fn sdp_rate_value_is_compare_and_set_per_tenant(b: Backend) {
+    let Some(u) = open(b, StoreOptions::default()).await else {
+        return;
+    };
+    let s = &u.store;
+    let (a, other) = (u.t("acme"), u.t("globex"));
+    assert_eq!(s.sdp_rate_tat(&a).await.unwrap(), None);
+    assert!(s.swap_sdp_rate_tat(&a, None, 100).await.unwrap());
+    assert!(!s.swap_sdp_rate_tat(&a, None, 200).await.unwrap(), "already there");
+    assert!(
+        !s.swap_sdp_rate_tat(&a, Some(99), 200).await.unwrap(),
+        "stale expectation"
+    );
+    assert_eq!(s.sdp_rate_tat(&a).await.unwrap(), Some(100));
+    assert!(s.swap_sdp_rate_tat(&a, Some(100), 200).await.unwrap());
+    assert_eq!(s.sdp_rate_tat(&a).await.unwrap(), Some(200));
+    assert_eq!(s.sdp_rate_tat(&other).await.unwrap(), None, "tenants never share");
+    // 16 tasks race from the same value: exactly one wins.
+    let wins: Vec<bool> = futures::future::join_all((0..16).map(|i| {
+        let (s, a) = (s.clone(), a.clone());
+        async move { s.swap_sdp_rate_tat(&a, Some(200), 300 + i).await.unwrap() }
+    }))
+    .await;
+    assert_eq!(wins.iter().filter(|w| **w).count(), 1);
+}
+
+fn doc(id: &str, title: &str, body: &str) -> SearchDoc {
+    SearchDoc {
+        doc_id: id.into(),
+        title: title.into(),
+        body: body.into(),
+        extra: String::new(),
+        url: None,
+        status: Some("success".into()),
+    }
+}
+
+/// Words that the analyzer keeps as they are and that no query uses.
+fn filler(prefix: &str, n: usize) -> String {
+    (0..n).map(|i| format!("{prefix}{i}q ")).collect()
+}
+
+/// N = 4 documents, total length 40 (avgdl 10). "vpn": a (tf 2, len 10)
+/// and b (tf 1, len 20), idf ln 2; "timeout": b only, idf ln(1 + 3.5/1.5).
+/// a = ln2·2·2.2/(2 + 1.2) = 0.953; b = ln2·2.2/(1 + 1.2·1.75) +
+/// 1.204·2.2/(1 + 1.2·1.75) = 1.347: b first although a has "vpn" twice.
+async fn search_ranks_by_bm25_as_computed_by_hand(b: Backend) {
+    let Some(u) = open(b, StoreOptions::default()).await else {
+        return;
+    };
+    let s = &u.store;
+    let t = u.t("acme");
+    let docs = [
+        doc("a", "", &format!("vpn vpn {}", filler("a", 8))),
+        doc("b", "", &format!("vpn timeout {}", filler("b", 18))),
+        doc("c", "", &filler("c", 5)),
+        doc("d", "", &filler("d", 5)),
+    ];
+    s.index_documents(&t, DocKind::Ticket, &docs).await.unwrap();
+    let hits = s
+        .search_documents(&t, DocKind::Ticket, "VPN timeouts", 10, None)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = hits.iter().map(|h| h.doc.doc_id.as_str()).collect();
+    assert_eq!(ids, ["b", "a"]);
+    let ln2 = 2f64.ln();
+    let idf_timeout = (1.0 + 3.5 / 1.5f64).ln();
+    let want_b = (ln2 + idf_timeout) * 2.2 / (1.0 + 1.2 * 1.75);
+    let want_a = ln2 * 2.0 * 2.2 / 3.2;
+    assert!(
+        (hits[0].score - want_b).abs() < 1e-9,
+        "b: {} vs {want_b}",
+        hits[0].score
+    );
+    assert!(
+        (hits[1].score - want_a).abs() < 1e-9,
+        "a: {} vs {want_a}",
+        hits[1].score
+    );
+    assert!(hits[0].similarity > hits[1].similarity && hits[0].similarity < 1.0);
+    assert_eq!(hits[0].doc.body, docs[1].body, "the document comes back whole");
+    assert_eq!(hits[0].doc.status.as_deref(), Some("success"));
+    // Excluding the ticket being enhanced, and the limit.
+    let hits = s
+        .search_documents(&t, DocKind::Ticket, "vpn timeout", 10, Some("b"))
+        .await
+        .unwrap();
+    assert_eq!(hits.iter().map(|h| h.doc.doc_id.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(
+        s.search_documents(&t, DocKind::Ticket, "vpn timeout", 1, None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Another kind of the same tenant is another index.
+    assert!(s
+        .search_documents(&t, DocKind::Article, "vpn", 10, None)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn search_and_inventory_never_cross_tenants(b: Backend) {
+    let Some(u) = open(b, StoreOptions::default()).await else {
+        return;
+    };
+    let s = &u.store;
+    let (a, other) = (u.t("acme"), u.t("globex"));
+    s.index_documents(&a, DocKind::Ticket, &[doc("100", "VPN drops", "tunnel resets")])
+        .await
+        .unwrap();
+    s.index_documents(&other, DocKind::Ticket, &[doc("100", "Printer jam", "tray two")])
+        .await
+        .unwrap();
+    s.index_documents(
+        &other,
+        DocKind::Article,
+        &[doc("kb-1", "VPN drops fix", "reinstall the client")],
+    )
+    .await
+    .unwrap();
+    assert!(s
+        .search_documents(&other, DocKind::Ticket, "vpn drops tunnel", 10, None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s
+        .search_documents(&a, DocKind::Article, "vpn drops", 10, None)
+        .await
+        .unwrap()
+        .is_empty());
+    let mine = s
+        .search_documents(&a, DocKind::Ticket, "vpn printer", 10, None)
+        .await
+        .unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(
+        mine[0].doc.title, "VPN drops",
+        "the same ticket id of another tenant is not mixed in"
+    );
+    // One document in this tenant: N = 1, idf(vpn) = ln(1 + 0.5/1.5); the
+    // other tenant's documents change nothing.
+    let len = 2 * 2 + 2; // title terms twice, body once
+    let want = (1.0 + 0.5 / 1.5f64).ln() * 2.0 * 2.2 / (2.0 + 1.2 * (0.25 + 0.75 * len as f64 / len as f64));
+    assert!((mine[0].score - want).abs() < 1e-9, "{} vs {want}", mine[0].score);
+
+    s.put_assets(
+        &a,
+        &[InventoryAsset {
+            name: "WEB-01".into(),
+            ip: Some("10.0.0.1".into()),
+            hostname: Some("web-01.corp.example".into()),
+            ..Default::default()
+        }],
+    )
+    .await
+    .unwrap();
+    assert!(s
+        .find_assets(&other, &["10.0.0.1".into(), "web-01".into()])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.find_assets(&a, &["web-01".into()]).await.unwrap().len(), 1);
+}
+
+async fn reindex_replaces_the_document(b: Backend) {
+    let Some(u) = open(b, StoreOptions::default()).await else {
+        return;
+    };
+    let s = &u.store;
+    let t = u.t("acme");
+    s.index_documents(&t, DocKind::Article, &[doc("kb-1", "", "vpn client")])
+        .await
+        .unwrap();
+    let mut v2 = doc("kb-1", "", "printer toner");
+    v2.url = Some("https://kb.example/1".into());
+    s.index_documents(&t, DocKind::Article, &[v2.clone()]).await.unwrap();
+    assert!(s
+        .search_documents(&t, DocKind::Article, "vpn client", 10, None)
+        .await
+        .unwrap()
+        .is_empty());
+    let hits = s
+        .search_documents(&t, DocKind::Article, "printer", 10, None)
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].doc, v2);
+    // Statistics count it once: N = 1, length 2 (avgdl 2).
+    let want = (1.0 + 0.5 / 1.5f64).ln() * 2.2 / (1.0 + 1.2);
+    assert!((hits[0].score - want).abs() < 1e-9, "{} vs {want}", hits[0].score);
+}
+
+async fn asset_reimport_replaces_by_name(b: Backend) {
+    let Some(u) = open(b, StoreOptions::default()).await else {
+        return;
+    };
+    let s = &u.store;
+    let t = u.t("acme");
+    let mut web = InventoryAsset {
+        name: "WEB-01".into(),
+        ip: Some("10.0.0.1".into()),
+        hostname: Some("web-01.corp.example".into()),
+        asset_type: Some("server".into()),
+        owner: Some("ops".into()),
+        site: Some("HQ".into()),
+    };
+    let db = InventoryAsset {
+        name: "db-02".into(),
+        ip: Some("10.0.0.2".into()),
+        ..Default::default()
+    };
+    s.put_assets(&t, &[web.clone(), db.clone()]).await.unwrap();
+    for key in ["10.0.0.1", "WEB-01", "web-01.corp.example"] {
+        assert_eq!(s.find_assets(&t, &[key.into()]).await.unwrap(), [web.clone()], "{key}");
+    }
+    assert_eq!(
+        s.find_assets(&t, &["10.0.0.2".into(), "web-01".into(), "nothing".into()])
+            .await
+            .unwrap(),
+        [web.clone(), db.clone()]
+    );
+    web.ip = Some("10.0.0.9".into());
+    web.hostname = None;
+    s.put_assets(&t, &[web.clone()]).await.unwrap();
+    assert!(
+        s.find_assets(&t, &["10.0.0.1".into()]).await.unwrap().is_empty(),
+        "old IP gone"
+    );
+    assert!(s
+        .find_assets(&t, &["web-01.corp.example".into()])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.find_assets(&t, &["10.0.0.9".into()]).await.unwrap(), [web]);
+}
+
+async fn purge_deletes_the_index_and_inventory(b: Backend) {
+    let Some(u) = open(b, StoreOptions::default()).await else {
+        return;
+    };
+    let s = &u.store;
+    let t = u.t("acme");
+    s.create_tenant(&Tenant::new(
+        &t,
+        "http://sdp",
+        SdpAuth::AuthToken,
+        "t",
+        "whsec_AAAA",
+        "api-x",
+    ))
+    .await
+    .unwrap();
+    s.index_documents(&t, DocKind::Article, &[doc("kb-1", "vpn", "client")])
+        .await
+        .unwrap();
+    s.put_assets(
+        &t,
+        &[InventoryAsset {
+            name: "web".into(),
+            ..Default::default()
+        }],
+    )
+    .await
+    .unwrap();
+    assert!(s.tenant_has_data(&t).await.unwrap(), "imported articles are data");
+    assert!(s.remove_tenant(&t, true).await.unwrap());
+    assert!(s
+        .search_documents(&t, DocKind::Article, "vpn", 10, None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(s.find_assets(&t, &["web".into()]).await.unwrap().is_empty());
+    assert!(!s.tenant_has_data(&t).await.unwrap());
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod embedded {
@@ -716,4 +1066,11 @@ contract!(
     feedback_stats_match_a_hand_computed_answer,
     remove_refuses_while_data_remains_and_purge_leaves_nothing,
     sealed_secrets_read_back_only_with_the_key,
+    search_ranks_by_bm25_as_computed_by_hand,
+    search_and_inventory_never_cross_tenants,
+    reindex_replaces_the_document,
+    asset_reimport_replaces_by_name,
+    purge_deletes_the_index_and_inventory,
+    zoho_oauth_credentials_sealed_and_read_back,
+    sdp_rate_value_is_compare_and_set_per_tenant,
 );

@@ -91,14 +91,15 @@ pub async fn migrate_store(config: &Config) -> anyhow::Result<String> {
 
 pub fn services(config: &Config, store: Arc<dyn Store>) -> Arc<Services> {
     Arc::new(Services {
-        tenants: TenantCache::new(store, TENANT_CACHE_TTL),
-        sdp: SdpClient::new(Duration::from_secs(20)),
+        tenants: TenantCache::with_negative_budget(store, TENANT_CACHE_TTL, config.unknown_tenant_cache_bytes),
+        sdp: SdpClient::new(config.sdp_timeout),
         llm: LlmClient::new(
             config.llm_base_url.clone(),
             config.llm_api_key.clone(),
             config.llm_model.clone(),
-            Duration::from_secs(90),
-        ),
+            config.llm_timeout,
+        )
+        .with_models(config.llm_models.clone()),
         sdp_guards: SdpGuards::new(
             config.breaker_threshold,
             config.breaker_timeout,
@@ -109,7 +110,10 @@ pub fn services(config: &Config, store: Arc<dyn Store>) -> Arc<Services> {
             context_timeout: config.context_timeout,
             context_source_timeout: config.context_timeout.min(Duration::from_secs(10)),
             disable_llm: config.disable_llm,
-            llm_timeout: Duration::from_secs(60),
+            llm_timeout: config.llm_timeout,
+            // The first try plus one per retry tier.
+            max_attempts: config.retry_tiers.len() as u32 + 1,
+            llm_max_prompt_tokens: config.llm_max_prompt_tokens,
         },
     })
 }
@@ -254,7 +258,7 @@ pub async fn start(config: &Config, components: &[String]) -> anyhow::Result<Run
     let store = open_store(config).await?;
     let services = services(config, store.clone());
     let producer = factory
-        .durable_producer(Duration::from_secs(10))
+        .durable_producer(config.produce_timeout)
         .context("creating producer")?;
     // Every process serves health, metrics, lag and the dashboard: on the
     // ingest address when it runs ingest, else on TICKETFLOW_OPS_ADDR. Bound
@@ -343,15 +347,16 @@ pub async fn start(config: &Config, components: &[String]) -> anyhow::Result<Run
     let background = CancellationToken::new();
     let settings = ingest::IngestSettings {
         max_body_bytes: config.max_body_bytes,
-        tolerance: Duration::from_secs(300),
+        tolerance: config.webhook_signature_tolerance,
         admin_token: config.admin_token.clone(),
         viewer_token: config.viewer_token.clone(),
         tenant_rate_per_sec: config.tenant_rate_per_sec,
-        produce_timeout: Duration::from_secs(10),
+        produce_timeout: config.produce_timeout,
         webhooks_topic: flow.webhooks(),
+        source_limits: config.source_limits.clone(),
     };
     let state = ingest::IngestState::new(
-        TenantCache::new(store.clone(), TENANT_CACHE_TTL),
+        TenantCache::with_negative_budget(store.clone(), TENANT_CACHE_TTL, config.unknown_tenant_cache_bytes),
         producer.clone(),
         settings,
         ops.clone(),

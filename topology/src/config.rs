@@ -49,12 +49,32 @@ pub struct Config {
     pub llm_base_url: String,
     /// `LLM_API_KEY`.
     pub llm_api_key: Option<Secret>,
-    /// `LLM_MODEL`.
+    /// `LLM_MODEL`: the first of [`Config::llm_models`].
     pub llm_model: String,
+    /// `LLM_MODELS` (comma-separated, in order of preference), else
+    /// `LLM_MODEL` alone: sent as OpenRouter's `models` fallback list, or
+    /// tried in turn with other providers.
+    pub llm_models: Vec<String>,
+    /// `LLM_TIMEOUT_MS` (60000): longest LLM request; a timeout is retried
+    /// through the retry tiers.
+    pub llm_timeout: Duration,
+    /// `LLM_MAX_PROMPT_TOKENS` (6000): the prompt (estimated at a token per
+    /// three bytes) is cut to fit.
+    pub llm_max_prompt_tokens: usize,
     /// `DISABLE_LLM_SYNTHESIS`.
     pub disable_llm: bool,
     /// `CONTEXT_TIMEOUT_MS` (30000).
     pub context_timeout: Duration,
+    /// `SDP_TIMEOUT_MS` (20000): longest ServiceDesk Plus API request (and
+    /// Zoho OAuth token request), connection included.
+    pub sdp_timeout: Duration,
+    /// `PRODUCE_TIMEOUT_MS` (10000): longest wait for the broker to
+    /// acknowledge a record (a webhook is answered `503` after it; a stage
+    /// output is retried).
+    pub produce_timeout: Duration,
+    /// `WEBHOOK_SIGNATURE_TOLERANCE_S` (300): how far a `webhook-timestamp`
+    /// may be from now.
+    pub webhook_signature_tolerance: Duration,
     /// `TICKETFLOW_RETRY_TIERS` (`10s,60s,600s`).
     pub retry_tiers: Vec<Duration>,
     /// `CIRCUIT_BREAKER_THRESHOLD` (5).
@@ -69,6 +89,14 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `TICKETFLOW_TENANT_RATE` (1000): webhooks per second per tenant.
     pub tenant_rate_per_sec: f64,
+    /// The per-source budget of failed authentication:
+    /// `TICKETFLOW_AUTH_FAILURES_PER_MINUTE` (600; 0 turns it off),
+    /// `TICKETFLOW_AUTH_FAILURE_BURST` (600), `TICKETFLOW_AUTH_FAILURE_SOURCES`
+    /// (65536 sources tracked), `TICKETFLOW_TRUSTED_PROXIES` (none).
+    pub source_limits: ingest::sources::SourceLimits,
+    /// `TICKETFLOW_UNKNOWN_TENANT_CACHE_BYTES` (4 MiB): memory the cache of
+    /// unknown tenant ids may hold.
+    pub unknown_tenant_cache_bytes: u64,
     /// `SCHEMA_REGISTRY_URL`.
     pub schema_registry_url: Option<String>,
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
@@ -97,6 +125,15 @@ pub struct Config {
     /// SCRAM; the user of `KAFKA_SASL_USERNAME`/`KAFKA_SASL_PASSWORD` is
     /// created in it at start.
     pub broker_auth: bool,
+}
+
+/// A timeout in milliseconds that must be above zero (a zero timeout would
+/// fail every call).
+fn positive_ms(name: &str, ms: u64) -> Result<Duration, ConfigError> {
+    if ms == 0 {
+        return Err(ConfigError(format!("{name} must be at least 1 (milliseconds)")));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 /// Where a process without ingest serves its ops endpoints by default.
@@ -225,6 +262,71 @@ impl Config {
                 "LLM_BASE_URL='{llm_base_url}' must be an http(s) URL"
             )));
         }
+        let llm_models: Vec<String> = match get("LLM_MODELS") {
+            Some(list) => {
+                let models: Vec<String> = list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if models.is_empty() || models.iter().any(|m| m.contains(char::is_whitespace)) {
+                    return Err(ConfigError(format!(
+                        "LLM_MODELS='{list}' must list model ids separated by commas, like openai/gpt-4o-mini,anthropic/claude-3.5-haiku"
+                    )));
+                }
+                models
+            }
+            None => vec![get("LLM_MODEL").unwrap_or_else(|| "openai/gpt-4o-mini".into())],
+        };
+        let llm_timeout = Duration::from_millis(parse_num("LLM_TIMEOUT_MS", 60_000)?);
+        if llm_timeout.is_zero() {
+            return Err(ConfigError("LLM_TIMEOUT_MS must be at least 1".into()));
+        }
+        let llm_max_prompt_tokens = parse_num("LLM_MAX_PROMPT_TOKENS", 6000)? as usize;
+        if llm_max_prompt_tokens < 500 {
+            return Err(ConfigError(format!(
+                "LLM_MAX_PROMPT_TOKENS={llm_max_prompt_tokens} is too small for a useful prompt (at least 500)"
+            )));
+        }
+        let source_limits = {
+            let defaults = ingest::sources::SourceLimits::default();
+            let burst = parse_num("TICKETFLOW_AUTH_FAILURE_BURST", u64::from(defaults.burst))?;
+            let sources = parse_num("TICKETFLOW_AUTH_FAILURE_SOURCES", defaults.max_sources)?;
+            if burst == 0 || burst > u64::from(u32::MAX) {
+                return Err(ConfigError("TICKETFLOW_AUTH_FAILURE_BURST must be at least 1".into()));
+            }
+            if sources == 0 {
+                return Err(ConfigError("TICKETFLOW_AUTH_FAILURE_SOURCES must be at least 1".into()));
+            }
+            ingest::sources::SourceLimits {
+                failures_per_minute: u32::try_from(parse_num(
+                    "TICKETFLOW_AUTH_FAILURES_PER_MINUTE",
+                    u64::from(defaults.failures_per_minute),
+                )?)
+                .map_err(|_| ConfigError("TICKETFLOW_AUTH_FAILURES_PER_MINUTE is too large".into()))?,
+                burst: burst as u32,
+                max_sources: sources,
+                trusted_proxies: get("TICKETFLOW_TRUSTED_PROXIES")
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| {
+                        p.parse()
+                            .map_err(|e| ConfigError(format!("TICKETFLOW_TRUSTED_PROXIES: {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            }
+        };
+        let unknown_tenant_cache_bytes = parse_num(
+            "TICKETFLOW_UNKNOWN_TENANT_CACHE_BYTES",
+            sinks::store::DEFAULT_NEGATIVE_CACHE_BYTES,
+        )?;
+        if unknown_tenant_cache_bytes < 4096 {
+            return Err(ConfigError(
+                "TICKETFLOW_UNKNOWN_TENANT_CACHE_BYTES must be at least 4096".into(),
+            ));
+        }
         let max_body_bytes = parse_num("TICKETFLOW_MAX_BODY_BYTES", 1024 * 1024)? as usize;
         if max_body_bytes < 1024 {
             return Err(ConfigError("TICKETFLOW_MAX_BODY_BYTES must be at least 1024".into()));
@@ -315,9 +417,22 @@ impl Config {
             },
             llm_base_url,
             llm_api_key: get("LLM_API_KEY").map(Secret::new),
-            llm_model: get("LLM_MODEL").unwrap_or_else(|| "openai/gpt-4o-mini".into()),
+            llm_model: llm_models[0].clone(),
+            llm_models,
+            llm_timeout,
+            llm_max_prompt_tokens,
             disable_llm: bool_of("DISABLE_LLM_SYNTHESIS")?,
             context_timeout: Duration::from_millis(parse_num("CONTEXT_TIMEOUT_MS", 30_000)?),
+            sdp_timeout: positive_ms("SDP_TIMEOUT_MS", parse_num("SDP_TIMEOUT_MS", 20_000)?)?,
+            produce_timeout: positive_ms("PRODUCE_TIMEOUT_MS", parse_num("PRODUCE_TIMEOUT_MS", 10_000)?)?,
+            webhook_signature_tolerance: match parse_num("WEBHOOK_SIGNATURE_TOLERANCE_S", 300)? {
+                0 => {
+                    return Err(ConfigError(
+                        "WEBHOOK_SIGNATURE_TOLERANCE_S must be at least 1 (seconds)".into(),
+                    ))
+                }
+                s => Duration::from_secs(s),
+            },
             retry_tiers,
             breaker_threshold: parse_num("CIRCUIT_BREAKER_THRESHOLD", 5)? as u32,
             breaker_timeout: Duration::from_millis(parse_num("CIRCUIT_BREAKER_TIMEOUT_MS", 60_000)?),
@@ -325,6 +440,8 @@ impl Config {
             partitions: partitions as i32,
             max_body_bytes,
             tenant_rate_per_sec: tenant_rate,
+            source_limits,
+            unknown_tenant_cache_bytes,
             schema_registry_url: get("SCHEMA_REGISTRY_URL"),
             otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             drain_timeout: Duration::from_millis(parse_num("TICKETFLOW_DRAIN_TIMEOUT_MS", 20_000)?),
@@ -379,7 +496,74 @@ mod tests {
         assert_eq!(c.breaker_threshold, 5);
         assert_eq!(c.topic_prefix, "ticketflow");
         assert_eq!(c.llm_base_url, "https://openrouter.ai/api/v1");
+        assert_eq!(c.llm_models, vec!["openai/gpt-4o-mini".to_string()]);
+        assert_eq!(c.llm_timeout, Duration::from_secs(60));
+        assert_eq!(c.llm_max_prompt_tokens, 6000);
+        let one = cfg(&[("LLM_MODEL", "x/one")]).unwrap();
+        assert_eq!((one.llm_model.as_str(), one.llm_models.len()), ("x/one", 1));
+        let list = cfg(&[("LLM_MODEL", "x/one"), ("LLM_MODELS", " a/1 , b/2,")]).unwrap();
+        assert_eq!(list.llm_models, vec!["a/1".to_string(), "b/2".to_string()]);
+        assert_eq!(list.llm_model, "a/1", "LLM_MODELS wins over LLM_MODEL");
         assert!(c.kafka_brokers.is_none() && !c.disable_llm);
+    }
+
+    #[test]
+    fn every_timeout_is_configurable() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.sdp_timeout, Duration::from_secs(20));
+        assert_eq!(c.produce_timeout, Duration::from_secs(10));
+        assert_eq!(c.webhook_signature_tolerance, Duration::from_secs(300));
+        let c = cfg(&[
+            ("SDP_TIMEOUT_MS", "1500"),
+            ("PRODUCE_TIMEOUT_MS", "2500"),
+            ("WEBHOOK_SIGNATURE_TOLERANCE_S", "60"),
+        ])
+        .unwrap();
+        assert_eq!(c.sdp_timeout, Duration::from_millis(1500));
+        assert_eq!(c.produce_timeout, Duration::from_millis(2500));
+        assert_eq!(c.webhook_signature_tolerance, Duration::from_secs(60));
+        for (k, v) in [
+            ("SDP_TIMEOUT_MS", "0"),
+            ("SDP_TIMEOUT_MS", "soon"),
+            ("PRODUCE_TIMEOUT_MS", "0"),
+            ("WEBHOOK_SIGNATURE_TOLERANCE_S", "0"),
+            ("WEBHOOK_SIGNATURE_TOLERANCE_S", "5m"),
+        ] {
+            let e = cfg(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn limits_for_strangers_are_configurable() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.source_limits, ingest::sources::SourceLimits::default());
+        assert_eq!(c.source_limits.failures_per_minute, 600);
+        assert_eq!(c.unknown_tenant_cache_bytes, 4 * 1024 * 1024);
+        let c = cfg(&[
+            ("TICKETFLOW_AUTH_FAILURES_PER_MINUTE", "0"),
+            ("TICKETFLOW_AUTH_FAILURE_BURST", "5"),
+            ("TICKETFLOW_AUTH_FAILURE_SOURCES", "100"),
+            ("TICKETFLOW_TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8"),
+            ("TICKETFLOW_UNKNOWN_TENANT_CACHE_BYTES", "65536"),
+        ])
+        .unwrap();
+        assert_eq!(c.source_limits.failures_per_minute, 0);
+        assert_eq!((c.source_limits.burst, c.source_limits.max_sources), (5, 100));
+        assert_eq!(c.source_limits.trusted_proxies.len(), 2);
+        assert_eq!(c.unknown_tenant_cache_bytes, 65536);
+        for (k, v) in [
+            ("TICKETFLOW_AUTH_FAILURES_PER_MINUTE", "-1"),
+            ("TICKETFLOW_AUTH_FAILURES_PER_MINUTE", "99999999999"),
+            ("TICKETFLOW_AUTH_FAILURE_BURST", "0"),
+            ("TICKETFLOW_AUTH_FAILURE_SOURCES", "0"),
+            ("TICKETFLOW_TRUSTED_PROXIES", "10.0.0.0/40"),
+            ("TICKETFLOW_TRUSTED_PROXIES", "proxy.local"),
+            ("TICKETFLOW_UNKNOWN_TENANT_CACHE_BYTES", "100"),
+        ] {
+            let e = cfg(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
     }
 
     #[test]
@@ -391,6 +575,10 @@ mod tests {
             ("DISABLE_LLM_SYNTHESIS", "maybe"),
             ("TICKETFLOW_TOPIC_PREFIX", "a b"),
             ("LLM_BASE_URL", "ftp://x"),
+            ("LLM_MODELS", " , "),
+            ("LLM_MODELS", "a model,b"),
+            ("LLM_TIMEOUT_MS", "0"),
+            ("LLM_MAX_PROMPT_TOKENS", "10"),
             ("TICKETFLOW_MAX_IN_FLIGHT_UPDATE", "0"),
             ("KAFKA_SECURITY_PROTOCOL", "TLS"),
             ("KAFKA_SASL_MECHANISM", "MD5"),

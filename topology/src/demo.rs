@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use processors::stages::context_search::ticket_document;
 use serde_json::{json, Value};
 use sinks::servicedesk::SdpAuth;
 use sinks::sim::{LlmSimulator, SdpSimulator};
-use sinks::store::HistoryRow;
+use sinks::store::{DocKind, HistoryRow};
 
 use crate::app;
 use crate::config::Config;
@@ -29,7 +30,7 @@ const FIRST_WAVE: &[DemoTicket] = &[
     DemoTicket {
         id: "1001",
         subject: "VPN disconnects every 10 minutes for remote staff",
-        description: "Since this morning the GlobalProtect VPN drops every ten minutes for everyone working from home. Reconnecting works, then it drops again.",
+        description: "Since this morning the GlobalProtect VPN drops every ten minutes for everyone working from home (gateway vpn-gw01.acme.example). Reconnecting works, then it drops again.",
         requester: ("Dana Whitfield", "dana.whitfield@acme.example"),
         priority: "High",
         category: "Network",
@@ -65,31 +66,141 @@ const SECOND_WAVE: &[DemoTicket] = &[
     DemoTicket {
         id: "1005",
         subject: "Printer on 3rd floor shows paper jam but is empty",
-        description: "The HP LaserJet near room 312 reports a paper jam in tray 2. There is no paper stuck.",
+        description: "The HP LaserJet PRN-3F-312 near room 312 reports a paper jam in tray 2. There is no paper stuck.",
         requester: ("Mia Chen", "mia.chen@acme.example"),
         priority: "Low",
         category: "Hardware",
     },
 ];
 
+/// The demo tenant's own knowledge base, imported as `ticketflow kb import`
+/// would.
+const DEMO_ARTICLES: &str = r#"[
+  {"id": "ACME-KB-12", "title": "HP LaserJet reports a paper jam with no paper stuck",
+   "content": "Ghost jams come from a dusty paper-path sensor: power the printer off, blow out the tray 2 sensor with compressed air, then print a cleaning page.",
+   "url": "https://wiki.acme.example/kb/12", "keywords": ["printer", "jam", "laserjet"]},
+  {"id": "ACME-KB-31", "title": "GlobalProtect VPN keeps dropping for home workers",
+   "content": "Compare the gateway's idle timeout with the client's keep-alive; a keep-alive longer than the timeout drops idle tunnels every few minutes.",
+   "url": "https://wiki.acme.example/kb/31", "keywords": ["vpn", "globalprotect", "disconnect"]}
+]"#;
+
+/// The demo tenant's asset inventory, imported as `ticketflow assets
+/// import` would.
+const DEMO_ASSETS: &str = "name,ip,hostname,type,owner,site
+VPN-GW01,10.20.0.5,vpn-gw01.acme.example,VPN Gateway,network-team,HQ
+PRN-3F-312,10.20.3.120,prn-3f-312.acme.example,Printer,facilities,HQ 3rd floor
+fs01,10.20.1.15,fs01.acme.example,File Server,infra-team,HQ
+";
+
+/// Tickets resolved before Ticketflow was installed, as the record stage
+/// would have indexed them: (id, subject, description, resolution).
+const PAST_TICKETS: &[(&str, &str, &str, &str)] = &[
+    (
+        "871",
+        "Paper jam error on LaserJet but tray is empty",
+        "The 3rd floor printer keeps reporting a jam in tray 2; nothing is stuck.",
+        "Cleaned the paper-path sensor of tray 2 with compressed air; the jam error cleared.",
+    ),
+    (
+        "902",
+        "Shared calendar makes Outlook close",
+        "Outlook quits whenever the team calendar is opened.",
+        "Removed and re-added the shared calendar and rebuilt the Outlook profile.",
+    ),
+];
+
+/// Gives the demo tenant what a real one would have: imported articles and
+/// inventory (through the same code as the CLI), and resolved tickets.
+async fn seed_context(running: &app::Running, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let kb = dir.join("demo-kb.json");
+    std::fs::write(&kb, DEMO_ARTICLES)?;
+    let articles = crate::import::import_articles(running.store.as_ref(), "acme", &kb).await?;
+    let inventory = dir.join("demo-assets.csv");
+    std::fs::write(&inventory, DEMO_ASSETS)?;
+    let assets = crate::import::import_assets(running.store.as_ref(), "acme", &inventory).await?;
+    let past: Vec<_> = PAST_TICKETS
+        .iter()
+        .map(|(id, subject, description, resolution)| {
+            ticket_document(id, Some(subject), Some(description), Some(resolution), "success")
+        })
+        .collect();
+    running.store.index_documents("acme", DocKind::Ticket, &past).await?;
+    println!(
+        "  imported {articles} knowledge-base articles and {assets} inventory assets; {} resolved past tickets indexed",
+        past.len()
+    );
+    Ok(())
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Turns note HTML into readable text lines.
+/// Turns note HTML into readable text lines: paragraphs and list items on
+/// their own lines, numbered steps numbered, table cells separated by `|`,
+/// links followed by their address.
 fn note_text(html: &str) -> String {
-    let mut s = html
-        .replace("<br>", "\n")
-        .replace("</li>", "\n")
-        .replace("<li>", "  - ")
-        .replace("<ul>", "\n");
-    while let Some(start) = s.find('<') {
-        match s[start..].find('>') {
-            Some(end) => s.replace_range(start..start + end + 1, ""),
-            None => break,
+    let mut out = String::new();
+    let mut rest = html;
+    let mut numbered: Option<u32> = None;
+    let mut href: Option<String> = None;
+    while let Some(start) = rest.find('<') {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('>') else {
+            rest = &rest[start..];
+            break;
+        };
+        let tag = &rest[start + 1..start + end];
+        let name = tag
+            .trim_start_matches('/')
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let closing = tag.starts_with('/');
+        match (name.as_str(), closing) {
+            ("br", _) | ("p", true) | ("tr", true) | ("table", false) | ("ul", false) => out.push('\n'),
+            ("ol", false) => {
+                numbered = Some(0);
+                out.push('\n');
+            }
+            ("ol", true) => numbered = None,
+            ("li", false) => match numbered.as_mut() {
+                Some(n) => {
+                    *n += 1;
+                    out.push_str(&format!("  {n}. "));
+                }
+                None => out.push_str("  - "),
+            },
+            ("li", true) => out.push('\n'),
+            ("td" | "th", true) => out.push_str(" | "),
+            ("a", false) => {
+                href = tag
+                    .split("href=\"")
+                    .nth(1)
+                    .and_then(|h| h.split('"').next())
+                    .map(str::to_string)
+            }
+            ("a", true) => {
+                if let Some(h) = href.take() {
+                    out.push_str(&format!(" <{h}>"));
+                }
+            }
+            _ => {}
         }
+        rest = &rest[start + end + 1..];
     }
-    s.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    out.push_str(rest);
+    out.lines()
+        .map(|l| l.trim_end().trim_end_matches(" |").trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
 }
 
 async fn send(http: &reqwest::Client, url: &str, secret: &str, t: &DemoTicket, n: usize) -> anyhow::Result<String> {
@@ -226,6 +337,7 @@ pub async fn run() -> anyhow::Result<()> {
     )
     .await
     .map_err(anyhow::Error::msg)?;
+    seed_context(&running, &dir).await?;
     println!("  tenant 'acme' created; sending signed webhooks\n");
 
     let http = reqwest::Client::new();
@@ -285,4 +397,32 @@ pub async fn run() -> anyhow::Result<()> {
         bail!("demo finished with {} notes for {} tickets", notes.len(), results.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod note_text_tests {
+    use super::note_text;
+
+    #[test]
+    fn notes_read_as_lines_with_numbered_steps_table_rows_and_links() {
+        let html = r#"<p><b>Ticketflow summary</b></p><p><b>Summary:</b> A &amp; B</p><p><b>Suggested steps:</b></p><ol><li>One</li><li>Two</li></ol><table border="1"><tr><th>Ticket</th><th>Subject</th></tr><tr><td>#7</td><td>VPN &quot;drops&quot;</td></tr></table><ul><li><a href="https://kb.example.test/1" target="_blank">Guide</a> (KB-1)</li></ul>"#;
+        let lines: Vec<String> = note_text(html)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "Ticketflow summary",
+                "Summary: A & B",
+                "Suggested steps:",
+                "  1. One",
+                "  2. Two",
+                "Ticket | Subject",
+                "#7 | VPN \"drops\"",
+                "  - Guide <https://kb.example.test/1> (KB-1)",
+            ]
+        );
+    }
 }

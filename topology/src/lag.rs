@@ -448,9 +448,20 @@ impl LagMonitor {
             self.scans.clone(),
             self.settings.scan_records,
         );
-        let sample = tokio::task::spawn_blocking(move || take_sample(&factory, &dataflow, &stages, &scans, budget))
+        // On a thread of its own, not the runtime's blocking pool: a sample
+        // against a broker that stopped answering sits in librdkafka's
+        // timeouts, and a runtime shutting down waits for its blocking
+        // tasks — a stopping process (or test) would wait for the sample.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("lag-sample".into())
+            .spawn(move || {
+                let _ = tx.send(take_sample(&factory, &dataflow, &stages, &scans, budget));
+            })
+            .map_err(|e| format!("starting a lag sample: {e}"))?;
+        let sample = rx
             .await
-            .map_err(|e| e.to_string())??;
+            .map_err(|_| "the lag sample ended without an answer".to_string())??;
         let sample = Arc::new(sample);
         {
             let mut h = self.history.lock().expect("lag history lock");

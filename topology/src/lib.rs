@@ -9,7 +9,8 @@
 //! - [`broker`]: the embedded tansu broker.
 //! - [`ops`]: lag; [`replay`]: DLQ retry, replay, group offsets, partitions.
 //! - [`app`]: starts and stops a running process.
-//! - [`tenants`], [`demo`], [`telemetry`]: CLI support.
+//! - [`tenants`], [`import`] (knowledge base, asset inventory), [`demo`],
+//!   [`telemetry`]: CLI support.
 //!
 //! `topology` wires; it is the only crate that knows every other one.
 
@@ -19,6 +20,7 @@ pub mod config;
 pub mod dataflow;
 pub mod demo;
 pub mod health;
+pub mod import;
 pub mod kafka;
 pub mod lag;
 pub mod ops;

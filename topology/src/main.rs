@@ -64,6 +64,46 @@ enum Command {
     /// Consumer groups.
     #[command(subcommand)]
     Groups(replay::cli::GroupsCmd),
+    /// A tenant's own knowledge-base articles, searched (BM25) beside SDP's solutions.
+    #[command(subcommand)]
+    Kb(KbCmd),
+    /// A tenant's asset inventory, matched by IP address and host name beside SDP's assets.
+    #[command(subcommand)]
+    Assets(AssetsCmd),
+}
+
+#[derive(Subcommand)]
+enum KbCmd {
+    /// Import articles from a JSON array, JSON lines or CSV (`.csv`) file of
+    /// {id, title, content (or description), url?, keywords?}. An id imported
+    /// before is replaced; a file with any bad entry is refused whole, each
+    /// problem named with its line.
+    Import {
+        /// The tenant (must exist).
+        tenant_id: String,
+        /// The file to import.
+        file: std::path::PathBuf,
+        /// Print `{"tenant_id", "articles"}` (the count imported).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AssetsCmd {
+    /// Import assets from a CSV file whose header names (any order, any case)
+    /// name (required), ip, hostname, type, owner, site. An asset name
+    /// imported before is replaced; a file with any bad row is refused whole,
+    /// each problem named with its line.
+    Import {
+        /// The tenant (must exist).
+        tenant_id: String,
+        /// The file to import.
+        file: std::path::PathBuf,
+        /// Print `{"tenant_id", "assets"}` (the count imported).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -131,9 +171,12 @@ struct AddArgs {
     /// Read the SDP token from stdin.
     #[arg(long)]
     servicedesk_token_stdin: bool,
-    /// authtoken (on-prem) or zoho (cloud).
+    /// authtoken (on-prem), zoho-oauth (cloud: access tokens bought with
+    /// the --zoho-* credentials) or zoho (cloud, a static token).
     #[arg(long, default_value = "authtoken")]
     servicedesk_auth: String,
+    #[command(flatten)]
+    zoho: ZohoArgs,
     /// whsec_<base64>; generated when not given.
     #[arg(long)]
     webhook_secret: Option<String>,
@@ -158,9 +201,12 @@ struct UpdateArgs {
     tenant_id: String,
     #[arg(long)]
     servicedesk_url: Option<String>,
-    /// authtoken (on-prem) or zoho (cloud).
+    /// authtoken (on-prem), zoho-oauth (cloud, with the --zoho-* credentials)
+    /// or zoho (cloud, a static token).
     #[arg(long)]
     servicedesk_auth: Option<String>,
+    #[command(flatten)]
+    zoho: ZohoArgs,
     #[arg(long)]
     servicedesk_token: Option<String>,
     /// Read the SDP token from this file.
@@ -174,6 +220,71 @@ struct UpdateArgs {
     /// Webhook events to enhance (comma-separated; replaces the list).
     #[arg(long)]
     events: Option<String>,
+}
+
+/// Zoho OAuth credentials of a cloud SDP tenant (`--servicedesk-auth
+/// zoho-oauth`); secrets from the flag, a file or stdin.
+#[derive(Args)]
+struct ZohoArgs {
+    /// Zoho OAuth client id.
+    #[arg(long)]
+    zoho_client_id: Option<String>,
+    /// Zoho OAuth client secret.
+    #[arg(long)]
+    zoho_client_secret: Option<String>,
+    /// Read the client secret from this file.
+    #[arg(long)]
+    zoho_client_secret_file: Option<std::path::PathBuf>,
+    /// Read the client secret from stdin.
+    #[arg(long)]
+    zoho_client_secret_stdin: bool,
+    /// Zoho OAuth refresh token (scope SDPOnDemand.requests.ALL, plus
+    /// SDPOnDemand.solutions.READ and SDPOnDemand.assets.READ for context).
+    #[arg(long)]
+    zoho_refresh_token: Option<String>,
+    /// Read the refresh token from this file.
+    #[arg(long)]
+    zoho_refresh_token_file: Option<std::path::PathBuf>,
+    /// Read the refresh token from stdin.
+    #[arg(long)]
+    zoho_refresh_token_stdin: bool,
+    /// The Zoho accounts server of the tenant's data centre
+    /// (default https://accounts.zoho.com; e.g. https://accounts.zoho.eu).
+    #[arg(long)]
+    zoho_accounts_url: Option<String>,
+}
+
+impl ZohoArgs {
+    fn sources(&self) -> (tenants::SecretSource, tenants::SecretSource) {
+        (
+            tenants::SecretSource {
+                value: self.zoho_client_secret.clone(),
+                file: self.zoho_client_secret_file.clone(),
+                stdin: self.zoho_client_secret_stdin,
+            },
+            tenants::SecretSource {
+                value: self.zoho_refresh_token.clone(),
+                file: self.zoho_refresh_token_file.clone(),
+                stdin: self.zoho_refresh_token_stdin,
+            },
+        )
+    }
+
+    /// Reads the settings; `other` are the command's other secret sources
+    /// (only one secret may come from stdin).
+    fn read(self, other: &[(&str, &tenants::SecretSource)]) -> anyhow::Result<tenants::OAuthSettings> {
+        let (secret_src, refresh_src) = self.sources();
+        let mut all: Vec<(&str, &tenants::SecretSource)> = other.to_vec();
+        all.push(("zoho-client-secret", &secret_src));
+        all.push(("zoho-refresh-token", &refresh_src));
+        tenants::one_stdin(&all).map_err(anyhow::Error::msg)?;
+        Ok(tenants::OAuthSettings {
+            client_id: self.zoho_client_id,
+            client_secret: secret_src.read("zoho-client-secret").map_err(anyhow::Error::msg)?,
+            refresh_token: refresh_src.read("zoho-refresh-token").map_err(anyhow::Error::msg)?,
+            accounts_url: self.zoho_accounts_url,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -371,6 +482,32 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Kb(KbCmd::Import {
+            tenant_id,
+            file,
+            json: j,
+        }) => {
+            let store = app::open_store(&config).await?;
+            let n = topology::import::import_articles(store.as_ref(), &tenant_id, &file).await?;
+            if j {
+                println!("{}", json!({"tenant_id": tenant_id, "articles": n}));
+            } else {
+                println!("imported {n} article(s) into the knowledge base of tenant '{tenant_id}'");
+            }
+        }
+        Command::Assets(AssetsCmd::Import {
+            tenant_id,
+            file,
+            json: j,
+        }) => {
+            let store = app::open_store(&config).await?;
+            let n = topology::import::import_assets(store.as_ref(), &tenant_id, &file).await?;
+            if j {
+                println!("{}", json!({"tenant_id": tenant_id, "assets": n}));
+            } else {
+                println!("imported {n} asset(s) into the inventory of tenant '{tenant_id}'");
+            }
+        }
         Command::Tenants(cmd) => {
             let store = app::open_store(&config).await?;
             match cmd {
@@ -387,19 +524,20 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                         file: a.webhook_secret_file,
                         stdin: a.webhook_secret_stdin,
                     };
-                    tenants::one_stdin(&[("servicedesk-token", &token_src), ("webhook-secret", &secret_src)])
-                        .map_err(anyhow::Error::msg)?;
-                    let servicedesk_token = token_src
-                        .read("servicedesk-token")
-                        .map_err(anyhow::Error::msg)?
-                        .ok_or_else(|| {
-                            anyhow::anyhow!(
-                                "give the SDP token with --servicedesk-token, --servicedesk-token-file or --servicedesk-token-stdin"
-                            )
-                        })?;
+                    let oauth = a
+                        .zoho
+                        .read(&[("servicedesk-token", &token_src), ("webhook-secret", &secret_src)])?;
+                    let servicedesk_token = match token_src.read("servicedesk-token").map_err(anyhow::Error::msg)? {
+                        Some(t) => t,
+                        // OAuth tenants buy their tokens.
+                        None if a.servicedesk_auth == "zoho-oauth" => String::new(),
+                        None => anyhow::bail!(
+                            "give the SDP token with --servicedesk-token, --servicedesk-token-file or --servicedesk-token-stdin"
+                        ),
+                    };
                     let webhook_secret = secret_src.read("webhook-secret").map_err(anyhow::Error::msg)?;
                     let events = tenants::parse_events(&a.events).map_err(anyhow::Error::msg)?;
-                    let (secret, token) = tenants::add(
+                    let (secret, token) = tenants::add_with_oauth(
                         store.as_ref(),
                         tenants::AddTenant {
                             tenant_id: a.tenant_id,
@@ -410,6 +548,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                             requests_per_minute: a.requests_per_minute,
                             events,
                         },
+                        oauth,
                     )
                     .await
                     .map_err(anyhow::Error::msg)?;
@@ -431,6 +570,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                         file: u.servicedesk_token_file,
                         stdin: u.servicedesk_token_stdin,
                     };
+                    let oauth = u.zoho.read(&[("servicedesk-token", &token_src)])?;
                     let servicedesk_token = token_src.read("servicedesk-token").map_err(anyhow::Error::msg)?;
                     let events = u
                         .events
@@ -448,6 +588,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                             servicedesk_token,
                             requests_per_minute: u.requests_per_minute,
                             events,
+                            oauth,
                         },
                     )
                     .await

@@ -9,15 +9,18 @@ use std::time::Duration;
 
 use serde_json::json;
 use sinks::now_ms;
-use sinks::servicedesk::SdpAuth;
+use sinks::servicedesk::{SdpAuth, ZohoOAuth, DEFAULT_ZOHO_ACCOUNTS_URL};
 use sinks::store::{Store, Tenant};
 use sinks::Secret;
 
-/// Tenant ids: 1-64 letters, digits, `-` or `_` (they appear in URLs and keys).
+/// Tenant ids match `^[A-Za-z0-9_-]{1,64}$` (they appear in URLs, keys and
+/// metric labels); the webhook endpoint refuses any other id before a
+/// lookup ([`sinks::store::is_valid_tenant_id`], the one definition).
 pub fn check_tenant_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if !sinks::store::is_valid_tenant_id(id) {
         return Err(format!(
-            "invalid tenant id '{id}': use 1-64 letters, digits, '-' or '_'"
+            "invalid tenant id '{}': must match ^[A-Za-z0-9_-]{{1,64}}$ (1-64 ASCII letters, digits, '-' or '_')",
+            id.escape_debug()
         ));
     }
     Ok(())
@@ -38,9 +41,12 @@ pub fn check_base_url(url: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
-/// A new tenant API token (shown once, stored hashed).
+/// A new tenant API token (shown once, stored hashed): `tf_` and 32 bytes
+/// from the operating system's random source, as hex.
 pub fn generate_api_token() -> String {
-    format!("tf_{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+    let bytes: [u8; 32] = sinks::secrets::random_bytes();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("tf_{hex}")
 }
 
 pub struct AddTenant {
@@ -53,12 +59,102 @@ pub struct AddTenant {
     pub events: Vec<String>,
 }
 
+/// Zoho OAuth settings given on the command line (`--zoho-*`); `None`
+/// leaves a setting as it is (update) or absent (add).
+#[derive(Debug, Clone, Default)]
+pub struct OAuthSettings {
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub refresh_token: Option<String>,
+    pub accounts_url: Option<String>,
+}
+
+impl OAuthSettings {
+    pub fn is_given(&self) -> bool {
+        self.client_id.is_some()
+            || self.client_secret.is_some()
+            || self.refresh_token.is_some()
+            || self.accounts_url.is_some()
+    }
+
+    /// The credentials of a `zoho-oauth` tenant: these settings over
+    /// `existing` ones; every part must be there in the end.
+    fn resolve(&self, existing: Option<&ZohoOAuth>) -> Result<ZohoOAuth, String> {
+        let pick = |given: &Option<String>, old: Option<&str>, flag: &str| -> Result<String, String> {
+            match given.as_deref().map(str::trim) {
+                Some("") => Err(format!("--{flag} must not be empty")),
+                Some(v) => Ok(v.to_string()),
+                None => old.map(str::to_string).ok_or_else(|| {
+                    format!("--servicedesk-auth zoho-oauth needs --{flag} (with --zoho-client-id, --zoho-client-secret and --zoho-refresh-token)")
+                }),
+            }
+        };
+        let accounts_url = match &self.accounts_url {
+            Some(u) => check_accounts_url(u)?,
+            None => existing
+                .map(|o| o.accounts_url.clone())
+                .unwrap_or_else(|| DEFAULT_ZOHO_ACCOUNTS_URL.to_string()),
+        };
+        Ok(ZohoOAuth {
+            accounts_url,
+            client_id: pick(
+                &self.client_id,
+                existing.map(|o| o.client_id.as_str()),
+                "zoho-client-id",
+            )?,
+            client_secret: Secret::new(pick(
+                &self.client_secret,
+                existing.map(|o| o.client_secret.expose()),
+                "zoho-client-secret",
+            )?),
+            refresh_token: Secret::new(pick(
+                &self.refresh_token,
+                existing.map(|o| o.refresh_token.expose()),
+                "zoho-refresh-token",
+            )?),
+        })
+    }
+}
+
+/// The Zoho accounts server URL: http(s) with a host, no path.
+pub fn check_accounts_url(url: &str) -> Result<String, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("invalid --zoho-accounts-url '{url}': {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https")
+        || parsed.host().is_none()
+        || !parsed.path().trim_matches('/').is_empty()
+    {
+        return Err(format!(
+            "invalid --zoho-accounts-url '{url}': give the accounts server's base URL, like {DEFAULT_ZOHO_ACCOUNTS_URL}"
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
 /// Adds a tenant; returns (webhook secret, API token).
 pub async fn add(store: &dyn Store, a: AddTenant) -> Result<(String, String), String> {
+    add_with_oauth(store, a, OAuthSettings::default()).await
+}
+
+/// Adds a tenant, with Zoho OAuth credentials when its auth is
+/// `zoho-oauth` (then no SDP token is needed); returns (webhook secret,
+/// API token).
+pub async fn add_with_oauth(store: &dyn Store, a: AddTenant, oauth: OAuthSettings) -> Result<(String, String), String> {
     check_tenant_id(&a.tenant_id)?;
     let url = check_base_url(&a.servicedesk_url)?;
     let auth: SdpAuth = a.servicedesk_auth.parse()?;
-    if a.servicedesk_token.trim().is_empty() {
+    let oauth = match auth {
+        SdpAuth::ZohoOAuth => {
+            if !a.servicedesk_token.trim().is_empty() {
+                return Err("--servicedesk-auth zoho-oauth takes no --servicedesk-token: access tokens are bought with --zoho-refresh-token".into());
+            }
+            Some(oauth.resolve(None)?)
+        }
+        _ if oauth.is_given() => {
+            return Err("--zoho-* options apply only with --servicedesk-auth zoho-oauth".into());
+        }
+        _ => None,
+    };
+    if oauth.is_none() && a.servicedesk_token.trim().is_empty() {
         return Err("--servicedesk-token must not be empty".into());
     }
     if a.requests_per_minute == 0 {
@@ -73,6 +169,7 @@ pub async fn add(store: &dyn Store, a: AddTenant) -> Result<(String, String), St
     };
     let token = generate_api_token();
     let mut t = Tenant::new(&a.tenant_id, &url, auth, a.servicedesk_token.trim(), &secret, &token);
+    t.sdp.oauth = oauth;
     t.requests_per_minute = a.requests_per_minute;
     if !a.events.is_empty() {
         t.enabled_events = a.events;
@@ -216,6 +313,8 @@ pub struct UpdateTenant {
     pub servicedesk_token: Option<String>,
     pub requests_per_minute: Option<u32>,
     pub events: Option<Vec<String>>,
+    /// Zoho OAuth credentials (with `zoho-oauth` auth).
+    pub oauth: OAuthSettings,
 }
 
 /// Changes only the given settings (validated as `add` does); the API
@@ -226,8 +325,9 @@ pub async fn update(store: &dyn Store, u: UpdateTenant) -> Result<Vec<&'static s
         && u.servicedesk_token.is_none()
         && u.requests_per_minute.is_none()
         && u.events.is_none()
+        && !u.oauth.is_given()
     {
-        return Err("nothing to update: give at least one of --servicedesk-url, --servicedesk-auth, --servicedesk-token(-file/-stdin), --requests-per-minute, --events".into());
+        return Err("nothing to update: give at least one of --servicedesk-url, --servicedesk-auth, --servicedesk-token(-file/-stdin), --zoho-client-id, --zoho-client-secret(-file/-stdin), --zoho-refresh-token(-file/-stdin), --zoho-accounts-url, --requests-per-minute, --events".into());
     }
     check_tenant_id(&u.tenant_id)?;
     // Validate everything before touching the store.
@@ -247,6 +347,30 @@ pub async fn update(store: &dyn Store, u: UpdateTenant) -> Result<Vec<&'static s
     if let Some(url) = url {
         t.sdp.base_url = url;
         changed.push("servicedesk_url");
+    }
+    let new_auth = auth.unwrap_or(t.sdp.auth);
+    if new_auth == SdpAuth::ZohoOAuth {
+        if u.servicedesk_token.is_some() {
+            return Err("--servicedesk-auth zoho-oauth takes no --servicedesk-token: access tokens are bought with --zoho-refresh-token".into());
+        }
+        let existing = t.sdp.oauth.as_ref().filter(|_| t.sdp.auth == SdpAuth::ZohoOAuth);
+        let oauth = u.oauth.resolve(existing)?;
+        if u.oauth.is_given() || existing.is_none() {
+            changed.push("zoho_oauth");
+        }
+        t.sdp.oauth = Some(oauth);
+        t.sdp.token = Secret::new("");
+    } else {
+        if u.oauth.is_given() {
+            return Err("--zoho-* options apply only with --servicedesk-auth zoho-oauth".into());
+        }
+        if t.sdp.auth == SdpAuth::ZohoOAuth && u.servicedesk_token.is_none() {
+            return Err(format!(
+                "leaving zoho-oauth for {} needs --servicedesk-token(-file/-stdin)",
+                new_auth.as_str()
+            ));
+        }
+        t.sdp.oauth = None;
     }
     if let Some(auth) = auth {
         t.sdp.auth = auth;
@@ -333,10 +457,39 @@ pub fn describe(t: &Tenant) -> serde_json::Value {
         "tenant_id": t.tenant_id,
         "servicedesk_url": t.sdp.base_url,
         "servicedesk_auth": t.sdp.auth.as_str(),
+        "zoho_accounts_url": t.sdp.oauth.as_ref().map(|o| o.accounts_url.as_str()),
+        "zoho_client_id": t.sdp.oauth.as_ref().map(|o| o.client_id.as_str()),
         "requests_per_minute": t.requests_per_minute,
         "enabled_events": t.enabled_events,
         "suspended": t.suspended,
         "previous_secret_valid_until_ms": t.webhook_secrets.previous.as_ref().map(|_| t.webhook_secrets.previous_valid_until_ms),
         "created_at_ms": t.created_at_ms,
     })
+}
+
+#[cfg(test)]
+mod id_and_token_tests {
+    use super::*;
+
+    #[test]
+    fn ids_outside_the_pattern_are_refused_with_the_pattern() {
+        for ok in ["acme", "ACME-eu_2", &"x".repeat(64)] {
+            check_tenant_id(ok).unwrap();
+        }
+        for bad in ["", "bad id!", "a/b", "a.b", "é", &"x".repeat(65), "line\nbreak"] {
+            let e = check_tenant_id(bad).unwrap_err();
+            assert!(e.contains("^[A-Za-z0-9_-]{1,64}$"), "{e}");
+        }
+    }
+
+    #[test]
+    fn api_tokens_are_64_random_hex_digits() {
+        let (a, b) = (generate_api_token(), generate_api_token());
+        assert_ne!(a, b);
+        for t in [a, b] {
+            let hex = t.strip_prefix("tf_").unwrap();
+            assert_eq!(hex.len(), 64);
+            assert!(hex.bytes().all(|c| c.is_ascii_hexdigit()));
+        }
+    }
 }

@@ -2,9 +2,12 @@
 //! source with its own timeout inside an overall budget. Partial context is
 //! fine; each source's outcome and timing travels on.
 //!
-//! Sources: the request itself from SDP, similar past tickets of the same
-//! tenant (history store), knowledge-base articles (SDP solutions), and the
-//! IP addresses in the ticket looked up in the tenant's assets.
+//! Sources: the request itself from SDP; similar past tickets of the same
+//! tenant (BM25 over the tenant's ticket index, which the record stage
+//! keeps); knowledge-base articles (SDP solutions plus the tenant's imported
+//! articles, merged); and the IP addresses and host names in the ticket
+//! looked up in SDP's assets and the tenant's imported inventory. See
+//! [`search`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,82 +18,27 @@ use schemas::{
     ContextCounts, GatheredContext, IpReference, KbArticle, SimilarTicket, SourceOutcome, TicketFields, ValidatedJob,
 };
 use sinks::servicedesk::{SdpError, SdpRequest};
-use sinks::store::{HistoryStatus, Tenant};
+use sinks::store::Tenant;
 use tracing::warn;
 
-use super::text::{ip_addresses, keywords, similarity, tokens};
+use super::text::{hostnames, ip_addresses, keywords};
 use super::{decode, elapsed_ms, encode, sdp_outcome, sdp_permit, skip, suspension, tenant, Services};
+use super::{is_deleted, TICKET_DELETED};
 use crate::runtime::{Stage, StageFailure, StageInput, StageOutput};
 
+pub mod search;
+
+/// Similar tickets and articles a note shows.
 const SIMILAR_LIMIT: usize = 3;
-const SIMILAR_MIN: f64 = 0.25;
-const HISTORY_SCAN: u32 = 500;
 const KB_LIMIT: usize = 3;
-/// How long one read of a tenant's recent history serves the similar-ticket
-/// search. Without it every job read and tokenised the tenant's last
-/// [`HISTORY_SCAN`] rows: at a few hundred jobs/s that was most of the
-/// store's time (and its lock), which bounded the whole pipeline.
-const RECENT_TTL: Duration = Duration::from_secs(1);
-
-/// A past ticket as the similar-ticket search compares it.
-struct PastTicket {
-    ticket_id: String,
-    subject: Option<String>,
-    summary: Option<String>,
-    status: &'static str,
-    tokens: std::collections::HashSet<String>,
-}
-
-/// One tenant's recent tickets, read at `read_at`.
-struct Recent {
-    read_at: Instant,
-    tickets: Arc<Vec<PastTicket>>,
-}
-
-/// Recent history per tenant, each read at most once per [`RECENT_TTL`]:
-/// the first job to find it stale reads it, the others wait for that read.
-#[derive(Default)]
-struct RecentHistory {
-    tenants: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<Option<Recent>>>>>,
-}
-
-impl RecentHistory {
-    async fn get(
-        &self,
-        tenant_id: &str,
-        load: impl Future<Output = Result<Vec<PastTicket>, sinks::store::StoreError>>,
-    ) -> Result<Arc<Vec<PastTicket>>, sinks::store::StoreError> {
-        let slot = self
-            .tenants
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(tenant_id.to_string())
-            .or_default()
-            .clone();
-        let mut slot = slot.lock().await;
-        if let Some(recent) = slot.as_ref().filter(|r| r.read_at.elapsed() < RECENT_TTL) {
-            return Ok(recent.tickets.clone());
-        }
-        let tickets = Arc::new(load.await?);
-        *slot = Some(Recent {
-            read_at: Instant::now(),
-            tickets: tickets.clone(),
-        });
-        Ok(tickets)
-    }
-}
 
 pub struct ContextStage {
     services: Arc<Services>,
-    recent: RecentHistory,
 }
 
 impl ContextStage {
     pub fn new(services: Arc<Services>) -> Self {
-        ContextStage {
-            services,
-            recent: RecentHistory::default(),
-        }
+        ContextStage { services }
     }
 }
 
@@ -136,65 +84,10 @@ fn merge(webhook: &TicketFields, sdp: &TicketFields) -> TicketFields {
 }
 
 fn text_of(f: &TicketFields) -> String {
-    format!(
-        "{} {}",
-        f.subject.as_deref().unwrap_or(""),
-        f.description.as_deref().unwrap_or("")
-    )
+    search::ticket_text(f.subject.as_deref(), f.description.as_deref())
 }
 
 impl ContextStage {
-    async fn similar(
-        &self,
-        tenant_id: &str,
-        ticket_id: &str,
-        text: &str,
-    ) -> Result<Vec<SimilarTicket>, sinks::store::StoreError> {
-        let mine = tokens(text);
-        if mine.is_empty() {
-            return Ok(Vec::new());
-        }
-        let store = self.services.tenants.store();
-        let load = async {
-            let rows =
-                crate::trace::store_call("recent_history", store.recent_history(tenant_id, HISTORY_SCAN)).await?;
-            Ok(rows
-                .into_iter()
-                .filter(|r| matches!(r.status, HistoryStatus::Success | HistoryStatus::Fallback))
-                .map(|r| PastTicket {
-                    tokens: tokens(&format!(
-                        "{} {}",
-                        r.subject.as_deref().unwrap_or(""),
-                        r.description.as_deref().unwrap_or("")
-                    )),
-                    ticket_id: r.ticket_id,
-                    subject: r.subject,
-                    summary: r.note_text.map(|n| n.chars().take(400).collect()),
-                    status: r.status.as_str(),
-                })
-                .collect())
-        };
-        let past = self.recent.get(tenant_id, load).await?;
-        let mut scored: Vec<SimilarTicket> = past
-            .iter()
-            .filter(|r| r.ticket_id != ticket_id)
-            .filter_map(|r| {
-                let s = similarity(&mine, &r.tokens);
-                (s >= SIMILAR_MIN).then(|| SimilarTicket {
-                    ticket_id: r.ticket_id.clone(),
-                    subject: r.subject.clone(),
-                    summary: r.summary.clone(),
-                    status: r.status.to_string(),
-                    similarity: (s * 1000.0).round() / 1000.0,
-                })
-            })
-            .collect();
-        scored.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-        scored.dedup_by(|a, b| a.ticket_id == b.ticket_id);
-        scored.truncate(SIMILAR_LIMIT);
-        Ok(scored)
-    }
-
     /// One SDP call, its outcome reported to the tenant's breaker and limiter.
     async fn sdp<T>(&self, tenant_id: &str, f: impl Future<Output = Result<T, SdpError>>) -> Result<T, SdpError> {
         let r = f.await;
@@ -202,7 +95,9 @@ impl ContextStage {
         r
     }
 
-    async fn gather(&self, job: ValidatedJob, tenant: &Tenant) -> GatheredContext {
+    /// The context of a job, or (`Err`) why the job ends here: SDP's copy
+    /// of the ticket says it was deleted or is closed ([`sdp_verdict`]).
+    async fn gather(&self, job: ValidatedJob, tenant: &Tenant) -> Result<GatheredContext, String> {
         let s = &self.services;
         let t = s.settings.context_source_timeout;
         let meta = job.meta;
@@ -212,17 +107,25 @@ impl ContextStage {
         // The webhook may carry only the id: then the SDP copy of the request
         // is needed before text-based sources can run.
         let has_text = fields.subject.is_some() || fields.description.is_some();
+        // The request is always fetched: its status (and whether it still
+        // exists) must come from SDP, not from the webhook.
+        let verdict: std::sync::Mutex<Option<String>> = Default::default();
         let fetch = || {
-            source(
-                "servicedesk",
-                t,
-                |_: &SdpRequest| 1,
-                self.sdp(&tenant.tenant_id, s.sdp.get_request(&tenant.sdp, &meta.ticket_id)),
-            )
+            source("servicedesk", t, |_: &SdpRequest| 1, async {
+                let r = self
+                    .sdp(&tenant.tenant_id, s.sdp.get_request(&tenant.sdp, &meta.ticket_id))
+                    .await;
+                *verdict.lock().unwrap_or_else(|e| e.into_inner()) = sdp_verdict(&r);
+                r
+            })
         };
+        let verdict_now = || verdict.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut sdp = None;
         if !has_text {
             let (r, o) = fetch().await;
+            if let Some(reason) = verdict_now() {
+                return Err(reason);
+            }
             sdp = Some(r);
             sources.push(o);
             if let Some(Some(r)) = &sdp {
@@ -239,25 +142,76 @@ impl ContextStage {
                 None
             }
         };
+        let store = s.tenants.store().as_ref();
         let similar_fut = source(
             "similar_tickets",
             t,
             Vec::len,
-            self.similar(&meta.tenant_id, &meta.ticket_id, &text),
+            crate::trace::store_call(
+                "search_tickets",
+                search::similar_tickets(store, &meta.tenant_id, &meta.ticket_id, &text, SIMILAR_LIMIT),
+            ),
         );
-        let kb_fut = source(
-            "knowledge_base",
-            t,
-            Vec::len,
-            self.sdp(&tenant.tenant_id, s.sdp.search_solutions(&tenant.sdp, &kws, KB_LIMIT)),
-        );
+        // SDP's solutions and the tenant's imported articles: either may
+        // fail alone (logged) and the other still counts.
+        let kb_fut = source("knowledge_base", t, Vec::len, async {
+            let (from_sdp, imported) = tokio::join!(
+                self.sdp(&tenant.tenant_id, s.sdp.search_solutions(&tenant.sdp, &kws, KB_LIMIT)),
+                crate::trace::store_call(
+                    "search_articles",
+                    search::imported_articles(store, &meta.tenant_id, &text, KB_LIMIT)
+                ),
+            );
+            match (from_sdp, imported) {
+                (Err(a), Err(b)) => Err(format!("servicedesk: {a}; imported articles: {b}")),
+                (from_sdp, imported) => {
+                    if let Err(e) = &from_sdp {
+                        warn!(error = %e, "SDP solutions search failed; imported articles only");
+                    }
+                    if let Err(e) = &imported {
+                        warn!(error = %e, "imported article search failed; SDP solutions only");
+                    }
+                    Ok(search::merge_articles(
+                        &text,
+                        from_sdp.unwrap_or_default(),
+                        imported.unwrap_or_default(),
+                        KB_LIMIT,
+                    ))
+                }
+            }
+        });
+        // SDP's assets by IP and the imported inventory by IP and host name.
         let ip_fut = source(
             "ip_inventory",
             t,
-            Vec::len,
-            self.sdp(&tenant.tenant_id, s.sdp.assets_by_ip(&tenant.sdp, &ips)),
+            |r: &(Vec<IpReference>, Vec<String>)| r.0.len(),
+            async {
+                let (from_sdp, inventory) = tokio::join!(
+                    self.sdp(&tenant.tenant_id, s.sdp.assets_by_ip(&tenant.sdp, &ips)),
+                    crate::trace::store_call(
+                        "find_assets",
+                        search::inventory_lookup(store, &meta.tenant_id, &text, &ips)
+                    ),
+                );
+                match (from_sdp, inventory) {
+                    (Err(a), Err(b)) => Err(format!("servicedesk: {a}; inventory: {b}")),
+                    (from_sdp, inventory) => {
+                        if let Err(e) = &from_sdp {
+                            warn!(error = %e, "SDP asset search failed; inventory only");
+                        }
+                        let (assets, hosts) = inventory.unwrap_or_else(|e| {
+                            warn!(error = %e, "inventory lookup failed; SDP assets only");
+                            (Vec::new(), hostnames(&text))
+                        });
+                        Ok((search::merge_assets(from_sdp.unwrap_or_default(), assets), hosts))
+                    }
+                }
+            },
         );
         let (sdp_late, (similar, o1), (kb, o2), (ip_refs, o3)) = tokio::join!(sdp_fut, similar_fut, kb_fut, ip_fut);
+        if let Some(reason) = verdict_now() {
+            return Err(reason);
+        }
         if let Some((r, o)) = sdp_late {
             sources.push(o);
             if let Some(r) = r {
@@ -267,7 +221,8 @@ impl ContextStage {
         sources.extend([o1, o2, o3]);
         let similar: Vec<SimilarTicket> = similar.unwrap_or_default();
         let kb: Vec<KbArticle> = kb.unwrap_or_default();
-        let ip_refs: Vec<IpReference> = ip_refs.unwrap_or_default();
+        let (ip_refs, hosts): (Vec<IpReference>, Vec<String>) =
+            ip_refs.unwrap_or_else(|| (Vec::new(), hostnames(&text)));
         let ok = sources.iter().filter(|o| o.ok).count() as i32;
         let counts = ContextCounts {
             similar_tickets: similar.len() as i32,
@@ -279,18 +234,40 @@ impl ContextStage {
         let mut timings = job.timings;
         for o in &sources {
             timings.insert(format!("context.{}", o.source), o.duration_ms);
+            // The names the old system's history used.
+            let old_name = match o.source.as_str() {
+                "similar_tickets" => "ticket_search_time_ms",
+                "knowledge_base" => "kb_search_time_ms",
+                "ip_inventory" => "ip_lookup_time_ms",
+                _ => continue,
+            };
+            timings.insert(old_name.to_string(), o.duration_ms);
         }
-        GatheredContext {
+        Ok(GatheredContext {
             meta,
             request: fields,
             similar_tickets: similar,
             kb_articles: kb,
             ips_found: ips,
+            hostnames_found: hosts,
             ip_references: ip_refs,
             sources,
             counts,
             timings,
-        }
+        })
+    }
+}
+
+/// Why SDP's answer for the ticket ends the job: the ticket was deleted
+/// (404), or its status there is closed or resolved. `None`: go on (other
+/// failures leave the context partial).
+fn sdp_verdict(r: &Result<SdpRequest, SdpError>) -> Option<String> {
+    match r {
+        Err(e) if is_deleted(e) => Some(TICKET_DELETED.to_string()),
+        Ok(req) => req
+            .closed_status()
+            .map(|status| format!("ticket closed in ServiceDesk Plus (status: {status})")),
+        Err(_) => None,
     }
 }
 
@@ -315,7 +292,10 @@ impl Stage for ContextStage {
         let budget = self.services.settings.context_timeout;
         let fallback = job.clone();
         let mut gathered = match tokio::time::timeout(budget, self.gather(job, &tenant)).await {
-            Ok(g) => g,
+            Ok(Ok(g)) => g,
+            Ok(Err(reason)) => {
+                return skip(&self.services, &fallback.meta, fallback.request.subject, reason).await;
+            }
             Err(_) => {
                 // Budget spent: go on with what the webhook said.
                 warn!(
@@ -328,6 +308,7 @@ impl Stage for ContextStage {
                     similar_tickets: vec![],
                     kb_articles: vec![],
                     ips_found: vec![],
+                    hostnames_found: vec![],
                     ip_references: vec![],
                     sources: vec![],
                     counts: ContextCounts {
@@ -340,50 +321,5 @@ impl Stage for ContextStage {
         };
         gathered.timings.insert("context".to_string(), elapsed_ms(started));
         Ok(StageOutput::Forward(encode(&gathered)?))
-    }
-}
-
-#[cfg(test)]
-mod recent_tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    fn past(id: &str) -> PastTicket {
-        PastTicket {
-            ticket_id: id.into(),
-            subject: None,
-            summary: None,
-            status: "success",
-            tokens: Default::default(),
-        }
-    }
-
-    /// Concurrent jobs of one tenant share one read; another tenant gets its
-    /// own; a read older than the TTL is read again.
-    #[tokio::test]
-    async fn recent_history_is_read_once_per_tenant_per_ttl() {
-        let recent = Arc::new(RecentHistory::default());
-        let reads = Arc::new(AtomicUsize::new(0));
-        let get = |tenant: &'static str| {
-            let (recent, reads) = (recent.clone(), reads.clone());
-            async move {
-                recent
-                    .get(tenant, async move {
-                        reads.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok(vec![past(tenant)])
-                    })
-                    .await
-                    .unwrap()
-            }
-        };
-        let all = futures::future::join_all((0..20).map(|_| get("a"))).await;
-        assert_eq!(reads.load(Ordering::SeqCst), 1, "20 concurrent jobs, one read");
-        assert!(all.iter().all(|t| t[0].ticket_id == "a"));
-        assert_eq!(get("b").await[0].ticket_id, "b", "tenant b never sees a's tickets");
-        assert_eq!(reads.load(Ordering::SeqCst), 2);
-        tokio::time::sleep(RECENT_TTL + Duration::from_millis(10)).await;
-        get("a").await;
-        assert_eq!(reads.load(Ordering::SeqCst), 3, "stale after the TTL");
     }
 }

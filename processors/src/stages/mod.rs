@@ -8,10 +8,11 @@ mod text;
 mod update;
 mod validate;
 
+pub use context::search as context_search;
 pub use context::ContextStage;
 pub use record::RecordStage;
-pub use synthesize::SynthesizeStage;
-pub use update::UpdateStage;
+pub use synthesize::{SynthesizeStage, PROMPT_VERSION};
+pub use update::{job_marker, UpdateStage};
 pub use validate::ValidateStage;
 
 use std::sync::Arc;
@@ -37,8 +38,14 @@ pub struct StageSettings {
     pub context_source_timeout: Duration,
     /// `DISABLE_LLM_SYNTHESIS`.
     pub disable_llm: bool,
-    /// Longest LLM call before falling back.
+    /// Longest LLM request (`LLM_TIMEOUT_MS`); a timeout is transient.
     pub llm_timeout: Duration,
+    /// Attempts a record gets in a stage: the first try plus one per retry
+    /// tier (`TICKETFLOW_RETRY_TIERS`). Synthesize falls back only after
+    /// the last one.
+    pub max_attempts: u32,
+    /// `LLM_MAX_PROMPT_TOKENS`: the prompt is cut to fit this estimate.
+    pub llm_max_prompt_tokens: usize,
 }
 
 impl Default for StageSettings {
@@ -48,6 +55,8 @@ impl Default for StageSettings {
             context_source_timeout: Duration::from_secs(10),
             disable_llm: false,
             llm_timeout: Duration::from_secs(60),
+            max_attempts: 4,
+            llm_max_prompt_tokens: synthesize::DEFAULT_MAX_PROMPT_TOKENS,
         }
     }
 }
@@ -122,6 +131,7 @@ pub(crate) fn skipped_row(meta: &JobMeta, subject: Option<String>, reason: Strin
         timings: std::collections::HashMap::new(),
         received_at_ms: meta.received_at_ms,
         completed_at_ms: now_ms(),
+        llm: Default::default(),
     }
 }
 
@@ -166,10 +176,21 @@ pub(crate) async fn sdp_permit(services: &Services, tenant: &Tenant, calls: u32)
             Some(open.retry_in.max(Duration::from_secs(1))),
         ));
     }
-    match guards
+    // The limit is shared through the store by every process calling this
+    // tenant's SDP (see `sinks::servicedesk::guard`).
+    let store = services.tenants.store();
+    let reserved = guards
         .tenant(&tenant.tenant_id)
-        .reserve(tenant.requests_per_minute, calls, guards.max_wait)
-    {
+        .reserve(
+            store.as_ref(),
+            &tenant.tenant_id,
+            tenant.requests_per_minute,
+            calls,
+            guards.max_wait,
+        )
+        .await
+        .map_err(store_failure)?;
+    match reserved {
         Ok(wait) if wait.is_zero() => Ok(()),
         Ok(wait) => {
             tokio::time::sleep(wait).await;
@@ -177,6 +198,15 @@ pub(crate) async fn sdp_permit(services: &Services, tenant: &Tenant, calls: u32)
         }
         Err(t) => Err(StageFailure::throttled(t.to_string(), t.retry_in)),
     }
+}
+
+/// The skip reason of a job whose ticket SDP no longer has (404).
+pub(crate) const TICKET_DELETED: &str = "ticket deleted";
+
+/// Whether an SDP answer says the ticket is gone: the job ends `skipped`
+/// ([`TICKET_DELETED`]), not `failed` (an expected event, not an alert).
+pub(crate) fn is_deleted(e: &SdpError) -> bool {
+    matches!(e, SdpError::NotFound { .. })
 }
 
 /// Reports an SDP call's outcome to the tenant's breaker and limiter.

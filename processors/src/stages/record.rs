@@ -1,6 +1,8 @@
 //! record: writes every outcome to `enhancement_history` — `success` or
 //! `fallback` from `<prefix>.updated`, `failed` from every stage's
-//! dead-letter topic, with the error and the stage that failed.
+//! dead-letter topic, with the error and the stage that failed. A finished
+//! ticket (`success`, `fallback`) also goes into the tenant's search index,
+//! where the context stage finds it as a similar ticket.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,9 +13,10 @@ use schemas::{
     WebhookReceived,
 };
 use sinks::now_ms;
-use sinks::store::{ContextCountsRow, HistoryRow, HistoryStatus};
+use sinks::store::{ContextCountsRow, DocKind, HistoryRow, HistoryStatus, LlmUsageRow};
 use tracing::info;
 
+use super::context::search::ticket_document;
 use super::{decode, Services};
 use crate::runtime::{Stage, StageFailure, StageInput, StageOutput};
 
@@ -53,6 +56,13 @@ fn success_row(u: TicketUpdated) -> HistoryRow {
         timings,
         received_at_ms: u.meta.received_at_ms,
         completed_at_ms: now,
+        llm: LlmUsageRow {
+            prompt_version: u.prompt_version,
+            model: u.model,
+            tokens_in: u.tokens_in,
+            tokens_out: u.tokens_out,
+            cost_usd: u.cost_usd,
+        },
     }
 }
 
@@ -103,6 +113,7 @@ fn failed_row(f: FailureEnvelope) -> HistoryRow {
         timings: HashMap::new(),
         received_at_ms: if received > 0 { received } else { f.failed_at_ms },
         completed_at_ms: now_ms(),
+        llm: LlmUsageRow::default(),
     }
 }
 
@@ -125,6 +136,26 @@ impl Stage for RecordStage {
             // A poison record with no tenant: nothing to attribute it to; it stays on its DLQ.
             info!(job_id = %row.job_id, "dead-lettered record without a tenant; not recorded in history");
             return Ok(StageOutput::Done);
+        }
+        if matches!(row.status, HistoryStatus::Success | HistoryStatus::Fallback) {
+            // Indexed before the history row: a failure here retries the
+            // whole record (both writes replace what they wrote before).
+            let doc = ticket_document(
+                &row.ticket_id,
+                row.subject.as_deref(),
+                row.description.as_deref(),
+                row.note_text.as_deref(),
+                row.status.as_str(),
+            );
+            crate::trace::store_call(
+                "index_ticket",
+                self.services
+                    .tenants
+                    .store()
+                    .index_documents(&row.tenant_id, DocKind::Ticket, &[doc]),
+            )
+            .await
+            .map_err(super::store_failure)?;
         }
         super::record_outcome(&self.services, &row).await?;
         info!(status = row.status.as_str(), "enhancement recorded");

@@ -1,161 +1,151 @@
 //! synthesize: has the LLM write the technician's note from the gathered
-//! context. On LLM failure, an open circuit, or `DISABLE_LLM_SYNTHESIS`, a
-//! deterministic fallback formatting of the context is used instead, and the
-//! record says which (`method`, `fallback_reason`). This stage never fails a
-//! job because the LLM is down.
+//! context, rendered with the context's own sections (`note`), from a
+//! versioned prompt cut to a token budget (`prompt`).
+//!
+//! LLM policy. A transient failure (timeout, 408, 429, 5xx, unreachable,
+//! an unreadable answer, such an error inside HTTP 200) fails the attempt
+//! as retryable, so the record goes through the stage's retry tiers; only
+//! the last attempt falls back. A rejection (400/401/402/403/404: key,
+//! credit, model, request) falls back at once, counted in
+//! `ticketflow_llm_rejected_total` and logged at ERROR. An open circuit or
+//! `DISABLE_LLM_SYNTHESIS` falls back at once. The fallback note carries the
+//! same context and says why; the record says which was used (`method`,
+//! `fallback_reason`) and, for a call, the prompt version, model, tokens
+//! and cost. This stage never fails a job because the LLM is down.
 
-use std::sync::Arc;
-use std::time::Instant;
+mod note;
+mod prompt;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use schemas::{GatheredContext, SynthesizedEnhancement};
-use sinks::llm::ChatMessage;
-use tracing::{info, warn};
+use sinks::llm::{ChatMessage, Completion, CompletionRequest, LlmError};
+use sinks::RetryHint;
+use tracing::{error, info, warn};
 
-use super::text::html_escape;
+pub use note::prose_of;
+use note::{fallback_note, llm_note, parse_answer, Provenance};
+use prompt::{build_prompt, Prompt};
+pub use prompt::{DEFAULT_MAX_PROMPT_TOKENS, PROMPT_VERSION};
+
 use super::{decode, elapsed_ms, encode, skip, store_failure, suspension, Services};
 use crate::runtime::{Stage, StageFailure, StageInput, StageOutput};
 
-const SYSTEM_PROMPT: &str =
-    "You are an experienced IT service desk engineer writing an internal note for the technician \
-who will pick up this ticket. Be concise and concrete. Structure the note as: Summary (one or two sentences), \
-Likely cause, Suggested steps (numbered, most likely fix first), and References (similar tickets, KB articles, \
-affected assets by name). Use only the facts given; say so when context is missing. Never address the requester.";
+/// Completion tokens asked for: the JSON answer runs to a few hundred.
+const MAX_COMPLETION_TOKENS: u32 = 800;
 
 pub struct SynthesizeStage {
     services: Arc<Services>,
+    /// The last transient LLM error, quoted in the reason of notes that fall
+    /// back while the circuit is open.
+    last_error: Mutex<Option<String>>,
 }
 
 impl SynthesizeStage {
     pub fn new(services: Arc<Services>) -> Self {
-        SynthesizeStage { services }
+        SynthesizeStage {
+            services,
+            last_error: Mutex::new(None),
+        }
     }
 }
 
-/// The user prompt: the ticket and its context, one fact per line.
-pub fn build_prompt(c: &GatheredContext) -> String {
-    let r = &c.request;
-    let mut p = String::new();
-    let line = |p: &mut String, k: &str, v: &Option<String>| {
-        if let Some(v) = v {
-            p.push_str(&format!("{k}: {v}\n"));
-        }
-    };
-    p.push_str(&format!("Ticket: #{}\n", c.meta.ticket_id));
-    line(&mut p, "Subject", &r.subject);
-    line(&mut p, "Priority", &r.priority);
-    line(&mut p, "Category", &r.category);
-    line(&mut p, "Site", &r.site);
-    line(&mut p, "Requester", &r.requester_name);
-    if let Some(d) = &r.description {
-        p.push_str(&format!("Description:\n{}\n", d.chars().take(4000).collect::<String>()));
-    }
-    p.push_str("\nSimilar past tickets:\n");
-    if c.similar_tickets.is_empty() {
-        p.push_str("(none found)\n");
-    }
-    for s in &c.similar_tickets {
-        p.push_str(&format!(
-            "- Ticket #{} (similarity {:.2}): {} — earlier note: {}\n",
-            s.ticket_id,
-            s.similarity,
-            s.subject.as_deref().unwrap_or("?"),
-            s.summary.as_deref().unwrap_or("-").replace('\n', " ")
-        ));
-    }
-    p.push_str("\nKnowledge-base articles:\n");
-    if c.kb_articles.is_empty() {
-        p.push_str("(none found)\n");
-    }
-    for k in &c.kb_articles {
-        p.push_str(&format!(
-            "- KB {}: {} — {}\n",
-            k.id,
-            k.title,
-            k.snippet.as_deref().unwrap_or("")
-        ));
-    }
-    p.push_str("\nIP addresses in the ticket and matching assets:\n");
-    if c.ips_found.is_empty() {
-        p.push_str("(no IP addresses mentioned)\n");
-    }
-    for ip in &c.ips_found {
-        match c.ip_references.iter().find(|a| a.ip == *ip) {
-            Some(a) => p.push_str(&format!(
-                "- IP {ip}: asset {} ({}, owner {}, site {})\n",
-                a.asset_name,
-                a.asset_type.as_deref().unwrap_or("unknown type"),
-                a.owner.as_deref().unwrap_or("unknown"),
-                a.site.as_deref().unwrap_or("unknown")
-            )),
-            None => p.push_str(&format!("- IP {ip}: not in the asset inventory\n")),
-        }
-    }
-    let failed: Vec<&str> = c.sources.iter().filter(|s| !s.ok).map(|s| s.source.as_str()).collect();
-    if !failed.is_empty() {
-        p.push_str(&format!("\nContext sources unavailable: {}\n", failed.join(", ")));
-    }
-    p
+/// How one attempt at an LLM note ended.
+enum Outcome {
+    Answered(Completion),
+    /// Post the fallback note with this reason; `called` says whether the
+    /// LLM was asked (not when disabled or the circuit is open).
+    Fallback {
+        reason: String,
+        called: bool,
+    },
+    /// Give the record to the next retry tier.
+    Retry(StageFailure),
 }
 
-/// The note without the LLM: the same facts, formatted.
-pub fn fallback_note(c: &GatheredContext, reason: &str) -> String {
-    let mut n = String::from("<b>Ticketflow context</b> (automatic summary unavailable: ");
-    n.push_str(&html_escape(reason));
-    n.push_str(")<br>");
-    if let Some(s) = &c.request.subject {
-        n.push_str(&format!("<b>Subject:</b> {}<br>", html_escape(s)));
-    }
-    if let Some(p) = &c.request.priority {
-        n.push_str(&format!("<b>Priority:</b> {}<br>", html_escape(p)));
-    }
-    n.push_str("<b>Similar past tickets:</b><ul>");
-    if c.similar_tickets.is_empty() {
-        n.push_str("<li>none found</li>");
-    }
-    for s in &c.similar_tickets {
-        n.push_str(&format!(
-            "<li>#{} ({:.0}% similar): {}</li>",
-            html_escape(&s.ticket_id),
-            s.similarity * 100.0,
-            html_escape(s.subject.as_deref().unwrap_or("?"))
-        ));
-    }
-    n.push_str("</ul><b>Knowledge-base articles:</b><ul>");
-    if c.kb_articles.is_empty() {
-        n.push_str("<li>none found</li>");
-    }
-    for k in &c.kb_articles {
-        n.push_str(&format!(
-            "<li>{} (KB {})</li>",
-            html_escape(&k.title),
-            html_escape(&k.id)
-        ));
-    }
-    n.push_str("</ul><b>IP addresses:</b><ul>");
-    if c.ips_found.is_empty() {
-        n.push_str("<li>none mentioned</li>");
-    }
-    for ip in &c.ips_found {
-        match c.ip_references.iter().find(|a| a.ip == *ip) {
-            Some(a) => n.push_str(&format!(
-                "<li>{} → {} ({})</li>",
-                html_escape(ip),
-                html_escape(&a.asset_name),
-                html_escape(a.asset_type.as_deref().unwrap_or("asset"))
-            )),
-            None => n.push_str(&format!("<li>{} → not in inventory</li>", html_escape(ip))),
+impl SynthesizeStage {
+    async fn ask(&self, prompt: &Prompt, attempt: u32) -> Outcome {
+        let s = &self.services;
+        if s.settings.disable_llm {
+            return Outcome::Fallback {
+                reason: "LLM synthesis disabled (DISABLE_LLM_SYNTHESIS=true)".to_string(),
+                called: false,
+            };
+        }
+        if let Err(open) = s.llm_breaker.acquire() {
+            let last = self.last_error.lock().expect("last error lock").clone();
+            return Outcome::Fallback {
+                reason: match last {
+                    Some(e) => format!("{open}; last LLM error: {e}"),
+                    None => open.to_string(),
+                },
+                called: false,
+            };
+        }
+        let messages = [
+            ChatMessage::system(prompt.system.as_str()),
+            ChatMessage::user(prompt.user.as_str()),
+        ];
+        let req = CompletionRequest {
+            messages: &messages,
+            max_tokens: MAX_COMPLETION_TOKENS,
+            json_object: true,
+        };
+        // The client bounds each request; this bounds a model list tried
+        // in turn, should a server trickle bytes forever.
+        let bound = s.settings.llm_timeout * (s.llm.models().len() as u32 + 1) + Duration::from_secs(1);
+        let result = match tokio::time::timeout(bound, s.llm.complete_with(&req)).await {
+            Ok(r) => r,
+            Err(_) => Err(LlmError::Timeout(bound)),
+        };
+        let e = match result {
+            Ok(done) => {
+                s.llm_breaker.record_success();
+                return Outcome::Answered(done);
+            }
+            Err(e) => e,
+        };
+        let of = s.settings.max_attempts.max(1);
+        match e.retry_hint() {
+            RetryHint::Permanent => {
+                // The provider answered: it is up, whatever it thought of
+                // this request (a half-open probe must not stay pending).
+                s.llm_breaker.record_success();
+                match e.rejected_status() {
+                    Some(status) => error!(
+                        status,
+                        error = %e,
+                        "LLM rejected the request; fallback note without retry (check LLM_API_KEY, credit, LLM_MODELS)"
+                    ),
+                    None => warn!(error = %e, "LLM call failed permanently; fallback note"),
+                }
+                Outcome::Fallback {
+                    reason: e.to_string(),
+                    called: true,
+                }
+            }
+            hint => {
+                s.llm_breaker.record_failure();
+                *self.last_error.lock().expect("last error lock") = Some(e.to_string());
+                let after = match hint {
+                    RetryHint::Retryable { after } => after,
+                    RetryHint::Throttled { after } => Some(after),
+                    RetryHint::Permanent => None,
+                };
+                if attempt < of {
+                    warn!(attempt, of, error = %e, "LLM call failed; the record goes to the next retry tier");
+                    Outcome::Retry(StageFailure::retryable(e.to_string(), after))
+                } else {
+                    Outcome::Fallback {
+                        reason: format!("{e} (attempt {attempt} of {of}; no retry left)"),
+                        called: true,
+                    }
+                }
+            }
         }
     }
-    n.push_str("</ul>");
-    n
-}
-
-fn llm_note(text: &str) -> String {
-    format!(
-        "<b>Ticketflow summary</b><br>{}",
-        html_escape(text).replace('\n', "<br>")
-    )
 }
 
 #[async_trait]
@@ -175,54 +165,138 @@ impl Stage for SynthesizeStage {
         {
             return skip(s, &c.meta, c.request.subject, reason).await;
         }
-        let outcome: Result<(String, String), String> = if s.settings.disable_llm {
-            Err("LLM synthesis disabled (DISABLE_LLM_SYNTHESIS=true)".to_string())
-        } else if let Err(open) = s.llm_breaker.acquire() {
-            Err(open.to_string())
-        } else {
-            let messages = [ChatMessage::system(SYSTEM_PROMPT), ChatMessage::user(build_prompt(&c))];
-            match tokio::time::timeout(s.settings.llm_timeout, s.llm.complete(&messages, 600)).await {
-                Ok(Ok(done)) => {
-                    s.llm_breaker.record_success();
-                    Ok((done.text, done.model))
+        let attempt = input.attempt.max(1) as u32;
+        let mut timings = c.timings.clone();
+        let phase = Instant::now();
+        let prompt = build_prompt(&c, s.settings.llm_max_prompt_tokens);
+        timings.insert("synthesize.prompt".to_string(), elapsed_ms(phase));
+        if let Some(cut) = &prompt.cut {
+            info!(cut = %cut, estimated_tokens = prompt.estimated_tokens(), "prompt cut to its token budget");
+        }
+        let phase = Instant::now();
+        let outcome = self.ask(&prompt, attempt).await;
+        if matches!(outcome, Outcome::Answered(_) | Outcome::Fallback { called: true, .. }) {
+            timings.insert("synthesize.llm".to_string(), elapsed_ms(phase));
+        }
+        let phase = Instant::now();
+        let enhancement = match outcome {
+            Outcome::Retry(failure) => return Err(failure),
+            Outcome::Answered(done) => {
+                let answer = parse_answer(&done.text);
+                if !answer.structured {
+                    info!(model = %done.model, "LLM answered prose, not the JSON asked for; shown as the summary");
                 }
-                Ok(Err(e)) => {
-                    if e.retry_hint().is_retryable() {
-                        s.llm_breaker.record_failure();
-                    }
-                    Err(e.to_string())
-                }
-                Err(_) => {
-                    s.llm_breaker.record_failure();
-                    Err(format!(
-                        "LLM call timed out after {} ms",
-                        s.settings.llm_timeout.as_millis()
-                    ))
+                let how = Provenance {
+                    model: &done.model,
+                    prompt_version: PROMPT_VERSION,
+                    attempt,
+                    cut: prompt.cut.as_deref(),
+                };
+                SynthesizedEnhancement {
+                    note_text: llm_note(&c, &answer, &how),
+                    method: "llm".to_string(),
+                    fallback_reason: None,
+                    model: Some(done.model),
+                    prompt_version: Some(PROMPT_VERSION.to_string()),
+                    tokens_in: done.usage.prompt_tokens,
+                    tokens_out: done.usage.completion_tokens,
+                    cost_usd: done.usage.cost_usd,
+                    meta: c.meta.clone(),
+                    request: c.request.clone(),
+                    counts: c.counts.clone(),
+                    timings: Default::default(),
                 }
             }
-        };
-        let (note_text, method, fallback_reason, model) = match outcome {
-            Ok((text, model)) => (llm_note(&text), "llm", None, Some(model)),
-            Err(reason) => {
+            Outcome::Fallback { reason, called } => {
                 if s.settings.disable_llm {
                     info!(reason = %reason, "using fallback formatting");
                 } else {
                     warn!(reason = %reason, "LLM synthesis failed; using fallback formatting");
                 }
-                (fallback_note(&c, &reason), "fallback", Some(reason), None)
+                SynthesizedEnhancement {
+                    note_text: fallback_note(&c, &reason),
+                    method: "fallback".to_string(),
+                    fallback_reason: Some(reason),
+                    model: None,
+                    prompt_version: called.then(|| PROMPT_VERSION.to_string()),
+                    tokens_in: None,
+                    tokens_out: None,
+                    cost_usd: None,
+                    meta: c.meta.clone(),
+                    request: c.request.clone(),
+                    counts: c.counts.clone(),
+                    timings: Default::default(),
+                }
             }
         };
-        let mut timings = c.timings;
+        timings.insert("synthesize.render".to_string(), elapsed_ms(phase));
         timings.insert("synthesize".to_string(), elapsed_ms(started));
         Ok(StageOutput::Forward(encode(&SynthesizedEnhancement {
-            meta: c.meta,
-            request: c.request,
-            note_text,
-            method: method.to_string(),
-            fallback_reason,
-            model,
-            counts: c.counts,
             timings,
+            ..enhancement
         })?))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use schemas::{ContextCounts, GatheredContext, IpReference, JobMeta, KbArticle, SimilarTicket, TicketFields};
+
+    /// A ticket with `similar` similar tickets (most similar first), one
+    /// article, one known and one unknown address.
+    pub(crate) fn context(description: &str, similar: usize) -> GatheredContext {
+        GatheredContext {
+            meta: JobMeta {
+                job_id: "job-1".into(),
+                correlation_id: "c".into(),
+                tenant_id: "acme".into(),
+                ticket_id: "4711".into(),
+                event: "request_created".into(),
+                webhook_id: "w".into(),
+                received_at_ms: 0,
+            },
+            request: TicketFields {
+                subject: Some("VPN drops every hour".into()),
+                description: Some(description.into()),
+                requester_name: Some("Dana".into()),
+                requester_email: None,
+                priority: Some("High".into()),
+                category: None,
+                site: None,
+                created_time: None,
+                status: None,
+            },
+            similar_tickets: (0..similar)
+                .map(|i| SimilarTicket {
+                    ticket_id: format!("{}", 100 + i),
+                    subject: Some(format!("VPN disconnects {i}")),
+                    summary: None,
+                    status: "resolved".into(),
+                    similarity: 0.9 - i as f64 * 0.01,
+                    resolution: Some("Renewed the client certificate".into()),
+                })
+                .collect(),
+            kb_articles: vec![KbArticle {
+                id: "KB-7".into(),
+                title: "VPN client certificates".into(),
+                url: Some("https://kb.example.test/7".into()),
+                snippet: Some("Renew yearly".into()),
+                source: "sdp".into(),
+            }],
+            ips_found: vec!["10.0.0.5".into(), "10.0.0.9".into()],
+            hostnames_found: vec![],
+            ip_references: vec![IpReference {
+                ip: "10.0.0.5".into(),
+                asset_name: "vpn-gw-1".into(),
+                asset_type: Some("Router".into()),
+                owner: Some("NetOps".into()),
+                site: Some("HQ".into()),
+                hostname: Some("vpn-gw-1.corp".into()),
+                source: "sdp".into(),
+            }],
+            sources: vec![],
+            counts: ContextCounts::default(),
+            timings: Default::default(),
+        }
     }
 }

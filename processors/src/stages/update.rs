@@ -4,18 +4,25 @@
 //! Before posting, the job is marked `pending` in the idempotency store;
 //! after, `posted` with the note id. A redo that finds `posted` does not
 //! post; one that finds `pending` (a crash between post and record) looks
-//! for the job's marker among the ticket's notes before posting again.
+//! for the job's marker among the ticket's notes (every page of them)
+//! before posting again.
+//!
+//! A ticket deleted in SDP (404 on the post or the note search) ends the job
+//! `skipped` with "ticket deleted": expected, not a failure, no DLQ.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use schemas::{SynthesizedEnhancement, TicketUpdated};
-use sinks::servicedesk::SdpError;
-use sinks::store::NoteState;
+use sinks::servicedesk::{SdpError, SdpNote, NOTES_PAGE_SIZE};
+use sinks::store::{NoteState, Tenant};
 use tracing::info;
 
-use super::{decode, elapsed_ms, encode, sdp_outcome, sdp_permit, skip, store_failure, suspension, tenant, Services};
+use super::{
+    decode, elapsed_ms, encode, is_deleted, sdp_outcome, sdp_permit, skip, store_failure, suspension, tenant, Services,
+    TICKET_DELETED,
+};
 use crate::runtime::{Stage, StageFailure, StageInput, StageOutput};
 use crate::trace::store_call;
 
@@ -62,8 +69,50 @@ impl UpdateStage {
         }
     }
 
-    /// Posts the note unless the job already did; returns (note id, already posted).
-    async fn post_once(&self, e: &SynthesizedEnhancement) -> Result<(String, bool), StageFailure> {
+    /// Looks for the job's marker among every note of the ticket, page by
+    /// page in SDP's order, stopping at the page that has it. The first page
+    /// was reserved with the post; each further page is one more SDP call
+    /// under the tenant's rate limit (a deferral restarts the search).
+    async fn find_marker(
+        &self,
+        tenant: &Tenant,
+        ticket_id: &str,
+        marker: &str,
+    ) -> Result<Result<Option<SdpNote>, SdpError>, StageFailure> {
+        let mut start = 1u32;
+        loop {
+            if start > 1 {
+                sdp_permit(&self.services, tenant, 1).await?;
+            }
+            let page = self
+                .services
+                .sdp
+                .list_notes_page(&tenant.sdp, ticket_id, start, NOTES_PAGE_SIZE)
+                .await;
+            sdp_outcome(&self.services, &tenant.tenant_id, &page);
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e)),
+            };
+            if let Some(found) = page.notes.iter().find(|n| n.description.contains(marker)) {
+                return Ok(Ok(Some(found.clone())));
+            }
+            if !page.has_more_rows {
+                return Ok(Ok(None));
+            }
+            start = start.saturating_add(page.notes.len() as u32);
+        }
+    }
+
+    /// Posts the note unless the job already did; returns (note id, already
+    /// posted), or `None` when SDP says the ticket was deleted.
+    /// `resent`: the record is a manual re-send (replay, DLQ retry), whose
+    /// time since the original webhook is not the pipeline's latency.
+    async fn post_once(
+        &self,
+        e: &SynthesizedEnhancement,
+        resent: bool,
+    ) -> Result<Option<(String, bool)>, StageFailure> {
         let m = &e.meta;
         let store = self.services.tenants.store();
         let tenant = tenant(&self.services, &m.tenant_id).await?;
@@ -71,16 +120,17 @@ impl UpdateStage {
             .await
             .map_err(store_failure)?;
         if let Some(NoteState::Posted { note_id }) = state {
-            return Ok((note_id, true));
+            return Ok(Some((note_id, true)));
         }
         let pending = state == Some(NoteState::Pending);
         sdp_permit(&self.services, &tenant, if pending { 2 } else { 1 }).await?;
         let marker = job_marker(&m.job_id);
         if pending {
-            let notes = self.services.sdp.list_notes(&tenant.sdp, &m.ticket_id).await;
-            sdp_outcome(&self.services, &m.tenant_id, &notes);
-            let notes = notes.map_err(Self::sdp_failure)?;
-            if let Some(found) = notes.iter().find(|n| n.description.contains(&marker)) {
+            let found = match self.find_marker(&tenant, &m.ticket_id, &marker).await? {
+                Err(e) if is_deleted(&e) => return Ok(None),
+                found => found.map_err(Self::sdp_failure)?,
+            };
+            if let Some(found) = found {
                 info!(note_id = %found.id, "note already on the ticket from an earlier attempt");
                 store_call(
                     "note_posted",
@@ -88,7 +138,7 @@ impl UpdateStage {
                 )
                 .await
                 .map_err(store_failure)?;
-                return Ok((found.id.clone(), true));
+                return Ok(Some((found.id.clone(), true)));
             }
         } else {
             store_call(
@@ -105,7 +155,10 @@ impl UpdateStage {
             .add_note(&tenant.sdp, &m.ticket_id, &description)
             .await;
         sdp_outcome(&self.services, &m.tenant_id, &note_id);
-        let note_id = note_id.map_err(Self::sdp_failure)?;
+        let note_id = match note_id {
+            Err(e) if is_deleted(&e) => return Ok(None),
+            r => r.map_err(Self::sdp_failure)?,
+        };
         store_call(
             "note_posted",
             store.note_posted(&m.tenant_id, &m.job_id, &m.ticket_id, &note_id),
@@ -113,14 +166,17 @@ impl UpdateStage {
         .await
         .map_err(store_failure)?;
         // Webhook received by ingest → note on the ticket (the old system's
-        // "processing time"; its promise was p95 under 60 s).
+        // "processing time"; its promise was p95 under 60 s). A manual
+        // re-send is not counted: hours in a DLQ would read as latency.
         let e2e_s = (sinks::now_ms() - m.received_at_ms).max(0) as f64 / 1000.0;
-        sinks::metrics::metrics()
-            .end_to_end_duration
-            .with_label_values(&[] as &[&str])
-            .observe(e2e_s);
+        if !resent {
+            sinks::metrics::metrics()
+                .end_to_end_duration
+                .with_label_values(&[] as &[&str])
+                .observe(e2e_s);
+        }
         info!(note_id = %note_id, method = %e.method, end_to_end_s = e2e_s, "note posted");
-        Ok((note_id, false))
+        Ok(Some((note_id, false)))
     }
 }
 
@@ -132,7 +188,9 @@ impl Stage for UpdateStage {
         if let Some(reason) = self.suspended(&e).await? {
             return skip(&self.services, &e.meta, e.request.subject, reason).await;
         }
-        let (note_id, already_posted) = self.post_once(&e).await?;
+        let Some((note_id, already_posted)) = self.post_once(&e, input.headers.replayed_from.is_some()).await? else {
+            return skip(&self.services, &e.meta, e.request.subject, TICKET_DELETED.to_string()).await;
+        };
         let mut timings = e.timings;
         timings.insert("update".to_string(), elapsed_ms(started));
         Ok(StageOutput::Forward(encode(&TicketUpdated {
@@ -144,6 +202,10 @@ impl Stage for UpdateStage {
             method: e.method,
             fallback_reason: e.fallback_reason,
             model: e.model,
+            prompt_version: e.prompt_version,
+            tokens_in: e.tokens_in,
+            tokens_out: e.tokens_out,
+            cost_usd: e.cost_usd,
             counts: e.counts,
             timings,
         })?))

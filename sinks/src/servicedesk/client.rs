@@ -6,6 +6,8 @@ use schemas::{IpReference, KbArticle, TicketFields};
 use serde_json::{json, Value};
 use tracing::Instrument;
 
+use super::envelope::{parse_envelope, Envelope};
+use super::oauth::{TokenCache, ZohoOAuth};
 use crate::metrics::observe_external;
 use crate::{parse_retry_after, RetryHint, Secret};
 
@@ -16,8 +18,14 @@ pub const SDP_ACCEPT: &str = "application/vnd.manageengine.sdp.v3+json";
 pub enum SdpAuth {
     /// On-premises: `authtoken: <technician key>`.
     AuthToken,
-    /// Cloud: `Authorization: Zoho-oauthtoken <token>`.
+    /// Cloud with a static token: `Authorization: Zoho-oauthtoken <token>`
+    /// (kept for tenants set up before OAuth refresh; such a token lapses
+    /// after an hour unless an outside process renews it).
     Zoho,
+    /// Cloud with Zoho OAuth: access tokens bought with the tenant's client
+    /// id, client secret and refresh token ([`ZohoOAuth`]), cached until
+    /// shortly before expiry, sent as `Authorization: Zoho-oauthtoken`.
+    ZohoOAuth,
 }
 
 impl SdpAuth {
@@ -25,6 +33,7 @@ impl SdpAuth {
         match self {
             SdpAuth::AuthToken => "authtoken",
             SdpAuth::Zoho => "zoho",
+            SdpAuth::ZohoOAuth => "zoho-oauth",
         }
     }
 }
@@ -35,7 +44,10 @@ impl std::str::FromStr for SdpAuth {
         match s {
             "authtoken" => Ok(SdpAuth::AuthToken),
             "zoho" => Ok(SdpAuth::Zoho),
-            other => Err(format!("unknown SDP auth '{other}': expected authtoken or zoho")),
+            "zoho-oauth" => Ok(SdpAuth::ZohoOAuth),
+            other => Err(format!(
+                "unknown SDP auth '{other}': expected authtoken, zoho or zoho-oauth"
+            )),
         }
     }
 }
@@ -46,7 +58,10 @@ pub struct SdpTenant {
     /// What `/api/v3/...` is appended to.
     pub base_url: String,
     pub auth: SdpAuth,
+    /// The `authtoken` or static Zoho token; empty with [`SdpAuth::ZohoOAuth`].
     pub token: Secret,
+    /// The OAuth credentials of [`SdpAuth::ZohoOAuth`].
+    pub oauth: Option<ZohoOAuth>,
 }
 
 /// How long to stay away after a `429` without `Retry-After`.
@@ -113,6 +128,30 @@ pub struct SdpRequest {
     pub fields: TicketFields,
 }
 
+/// Request statuses after which a ticket is not enhanced.
+pub const CLOSED_STATUSES: &[&str] = &["closed", "resolved", "cancelled", "canceled"];
+
+impl SdpRequest {
+    /// The status name when SDP says the request is closed or resolved.
+    pub fn closed_status(&self) -> Option<&str> {
+        self.fields
+            .status
+            .as_deref()
+            .filter(|s| CLOSED_STATUSES.contains(&s.trim().to_lowercase().as_str()))
+    }
+}
+
+/// One page of a request's notes (`list_info` paging).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NotesPage {
+    pub notes: Vec<SdpNote>,
+    /// `list_info.has_more_rows`: another page follows.
+    pub has_more_rows: bool,
+}
+
+/// Notes per page: SDP v3 serves at most 100 rows per list call.
+pub const NOTES_PAGE_SIZE: u32 = 100;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SdpNote {
     pub id: String,
@@ -123,6 +162,8 @@ pub struct SdpNote {
 #[derive(Clone)]
 pub struct SdpClient {
     http: reqwest::Client,
+    /// Zoho OAuth access tokens, shared by every clone.
+    tokens: std::sync::Arc<TokenCache>,
 }
 
 impl Default for SdpClient {
@@ -143,33 +184,6 @@ fn name_of(v: &Value) -> Option<String> {
     }
 }
 
-/// The `response_status` of an SDP body: an object on single reads and
-/// writes, an array on list reads.
-fn response_status(body: &Value) -> Option<&Value> {
-    match body.get("response_status")? {
-        Value::Array(a) => a.first(),
-        v => Some(v),
-    }
-}
-
-fn status_message(status: &Value) -> (i64, String) {
-    let mut code = status.get("status_code").and_then(Value::as_i64).unwrap_or(0);
-    let mut message = status
-        .get("status")
-        .and_then(Value::as_str)
-        .unwrap_or("failed")
-        .to_string();
-    if let Some(first) = status.get("messages").and_then(Value::as_array).and_then(|m| m.first()) {
-        if let Some(c) = first.get("status_code").and_then(Value::as_i64) {
-            code = c;
-        }
-        if let Some(m) = first.get("message").and_then(Value::as_str) {
-            message = m.to_string();
-        }
-    }
-    (code, message)
-}
-
 /// Turns an HTTP status and SDP body into success or a classified error.
 fn classify(status: StatusCode, headers: &HeaderMap, body: &str, what: &str) -> Result<Value, SdpError> {
     let http_status = status.as_u16();
@@ -177,12 +191,13 @@ fn classify(status: StatusCode, headers: &HeaderMap, body: &str, what: &str) -> 
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let parsed: Option<Value> = serde_json::from_str(body).ok();
-    let (sdp_code, message) = parsed
-        .as_ref()
-        .and_then(response_status)
-        .map(status_message)
-        .unwrap_or((0, body.chars().take(200).collect()));
+    let parsed = parse_envelope(body.as_bytes()).ok();
+    let (sdp_code, message) = match parsed.as_ref().map(|(_, e)| e) {
+        Some(Envelope::Failure {
+            status_code, message, ..
+        }) => (*status_code, message.clone()),
+        _ => (0, body.chars().take(200).collect()),
+    };
 
     if status == StatusCode::TOO_MANY_REQUESTS || sdp_code == 4015 {
         return Err(SdpError::RateLimited {
@@ -210,20 +225,25 @@ fn classify(status: StatusCode, headers: &HeaderMap, body: &str, what: &str) -> 
             message,
         });
     }
-    let Some(parsed) = parsed else {
+    let Some((parsed, envelope)) = parsed else {
         return Err(SdpError::Malformed {
             http_status,
             message: "body is not JSON".into(),
         });
     };
-    match response_status(&parsed) {
-        Some(s) if s.get("status_code").and_then(Value::as_i64) == Some(2000) => Ok(parsed),
-        Some(_) => Err(SdpError::Rejected {
+    match envelope {
+        Envelope::Success => Ok(parsed),
+        Envelope::Failure { .. } if sdp_code == 4007 && message.to_lowercase().contains("not found") => {
+            // Some SDP builds answer a deleted request with HTTP 200 and
+            // 4007 "... not found".
+            Err(SdpError::NotFound { what: what.to_string() })
+        }
+        Envelope::Failure { .. } => Err(SdpError::Rejected {
             http_status,
             sdp_code,
             message,
         }),
-        None => Err(SdpError::Malformed {
+        Envelope::Missing => Err(SdpError::Malformed {
             http_status,
             message: "no response_status in body".into(),
         }),
@@ -287,22 +307,56 @@ impl SdpClient {
     pub fn new(timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
             .pool_max_idle_per_host(64)
             .build()
             .expect("reqwest client builds");
-        SdpClient { http }
+        SdpClient {
+            http,
+            tokens: Default::default(),
+        }
     }
 
     fn url(tenant: &SdpTenant, path: &str) -> String {
         format!("{}/api/v3/{}", tenant.base_url.trim_end_matches('/'), path)
     }
 
-    fn authed(&self, rb: reqwest::RequestBuilder, tenant: &SdpTenant) -> reqwest::RequestBuilder {
+    /// Sends `rb` with the tenant's credentials. With Zoho OAuth a cached
+    /// access token is used (bought when there is none or it is about to
+    /// expire); when SDP refuses it (401 / 4022), one fresh token is bought
+    /// and the call is made once more.
+    async fn call(&self, tenant: &SdpTenant, rb: reqwest::RequestBuilder, what: &str) -> Result<Value, SdpError> {
         let rb = rb.header(ACCEPT, SDP_ACCEPT);
+        let zoho = |rb: reqwest::RequestBuilder, token: &Secret| {
+            rb.header(AUTHORIZATION, format!("Zoho-oauthtoken {}", token.expose()))
+        };
         match tenant.auth {
-            SdpAuth::AuthToken => rb.header("authtoken", tenant.token.expose()),
-            SdpAuth::Zoho => rb.header(AUTHORIZATION, format!("Zoho-oauthtoken {}", tenant.token.expose())),
+            SdpAuth::AuthToken => self.send(rb.header("authtoken", tenant.token.expose()), what).await,
+            SdpAuth::Zoho => self.send(zoho(rb, &tenant.token), what).await,
+            SdpAuth::ZohoOAuth => {
+                let Some(creds) = &tenant.oauth else {
+                    return Err(SdpError::Unauthorized {
+                        http_status: 0,
+                        sdp_code: None,
+                        message: "the tenant's SDP auth is zoho-oauth but it has no OAuth credentials".into(),
+                    });
+                };
+                let token = self.tokens.get(&self.http, creds, None).await?;
+                let again = rb.try_clone();
+                let first = self.send(zoho(rb, &token), what).await;
+                let refused = matches!(
+                    &first,
+                    Err(SdpError::Unauthorized { http_status, sdp_code, .. })
+                        if *http_status == 401 || *sdp_code == Some(4022)
+                );
+                match again {
+                    Some(again) if refused => {
+                        let fresh = self.tokens.get(&self.http, creds, Some(&token)).await?;
+                        self.send(zoho(again, &fresh), what).await
+                    }
+                    _ => first,
+                }
+            }
         }
     }
 
@@ -341,8 +395,8 @@ impl SdpClient {
 
     /// `GET /api/v3/requests/{id}`.
     pub async fn get_request(&self, tenant: &SdpTenant, id: &str) -> Result<SdpRequest, SdpError> {
-        let rb = self.authed(self.http.get(Self::url(tenant, &format!("requests/{id}"))), tenant);
-        let body = self.send(rb, &format!("request {id}")).await?;
+        let rb = self.http.get(Self::url(tenant, &format!("requests/{id}")));
+        let body = self.call(tenant, rb, &format!("request {id}")).await?;
         let r = body.get("request").ok_or_else(|| SdpError::Malformed {
             http_status: 200,
             message: "no request in body".into(),
@@ -367,17 +421,24 @@ impl SdpClient {
         })
     }
 
-    /// `GET /api/v3/requests/{id}/notes`.
-    pub async fn list_notes(&self, tenant: &SdpTenant, id: &str) -> Result<Vec<SdpNote>, SdpError> {
-        let input = json!({"list_info": {"row_count": 100, "start_index": 1}});
+    /// One page of `GET /api/v3/requests/{id}/notes`: `row_count` notes
+    /// (at most [`NOTES_PAGE_SIZE`]) from `start_index` (1-based), in SDP's
+    /// order (oldest first).
+    pub async fn list_notes_page(
+        &self,
+        tenant: &SdpTenant,
+        id: &str,
+        start_index: u32,
+        row_count: u32,
+    ) -> Result<NotesPage, SdpError> {
+        let row_count = row_count.clamp(1, NOTES_PAGE_SIZE);
+        let input = json!({"list_info": {"row_count": row_count, "start_index": start_index.max(1)}});
         let rb = self
-            .authed(
-                self.http.get(Self::url(tenant, &format!("requests/{id}/notes"))),
-                tenant,
-            )
+            .http
+            .get(Self::url(tenant, &format!("requests/{id}/notes")))
             .query(&[("input_data", input.to_string())]);
-        let body = self.send(rb, &format!("request {id}")).await?;
-        Ok(body
+        let body = self.call(tenant, rb, &format!("request {id}")).await?;
+        let notes: Vec<SdpNote> = body
             .get("notes")
             .and_then(Value::as_array)
             .map(|notes| {
@@ -393,7 +454,28 @@ impl SdpClient {
                     })
                     .collect()
             })
-            .unwrap_or_default())
+            .unwrap_or_default();
+        // Without `has_more_rows` (older builds), a full page may have a successor.
+        let has_more_rows = match body.pointer("/list_info/has_more_rows") {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => s == "true",
+            _ => notes.len() as u32 >= row_count,
+        } && !notes.is_empty();
+        Ok(NotesPage { notes, has_more_rows })
+    }
+
+    /// Every note of a request, page by page.
+    pub async fn list_notes(&self, tenant: &SdpTenant, id: &str) -> Result<Vec<SdpNote>, SdpError> {
+        let mut all = Vec::new();
+        let mut start = 1u32;
+        loop {
+            let page = self.list_notes_page(tenant, id, start, NOTES_PAGE_SIZE).await?;
+            start = start.saturating_add(page.notes.len() as u32);
+            all.extend(page.notes);
+            if !page.has_more_rows {
+                return Ok(all);
+            }
+        }
     }
 
     /// `POST /api/v3/requests/{id}/notes`, returns the new note's id.
@@ -405,12 +487,10 @@ impl SdpClient {
             "add_to_linkedrequest": false,
         }});
         let rb = self
-            .authed(
-                self.http.post(Self::url(tenant, &format!("requests/{id}/notes"))),
-                tenant,
-            )
+            .http
+            .post(Self::url(tenant, &format!("requests/{id}/notes")))
             .form(&[("input_data", input.to_string())]);
-        let body = self.send(rb, &format!("request {id}")).await?;
+        let body = self.call(tenant, rb, &format!("request {id}")).await?;
         let note = body.get("request_note").or_else(|| body.get("note"));
         Ok(note.and_then(|n| n.get("id")).and_then(name_of).unwrap_or_default())
     }
@@ -439,9 +519,10 @@ impl SdpClient {
             .collect();
         let input = json!({"list_info": {"row_count": limit, "search_criteria": criteria}});
         let rb = self
-            .authed(self.http.get(Self::url(tenant, "solutions")), tenant)
+            .http
+            .get(Self::url(tenant, "solutions"))
             .query(&[("input_data", input.to_string())]);
-        let body = self.send(rb, "solutions").await?;
+        let body = self.call(tenant, rb, "solutions").await?;
         Ok(body
             .get("solutions")
             .and_then(Value::as_array)
@@ -456,6 +537,7 @@ impl SdpClient {
                             .get("description")
                             .and_then(Value::as_str)
                             .map(|d| d.chars().take(300).collect()),
+                        source: "sdp".to_string(),
                     })
                     .collect()
             })
@@ -471,9 +553,10 @@ impl SdpClient {
             {"field": "ip_address", "condition": "is", "values": ips}
         ]}});
         let rb = self
-            .authed(self.http.get(Self::url(tenant, "assets")), tenant)
+            .http
+            .get(Self::url(tenant, "assets"))
             .query(&[("input_data", input.to_string())]);
-        let body = self.send(rb, "assets").await?;
+        let body = self.call(tenant, rb, "assets").await?;
         Ok(body
             .get("assets")
             .and_then(Value::as_array)
@@ -486,6 +569,8 @@ impl SdpClient {
                             asset_type: a.get("product_type").and_then(name_of),
                             owner: a.get("user").and_then(name_of),
                             site: a.get("site").and_then(name_of),
+                            hostname: a.get("host_name").and_then(name_of),
+                            source: "sdp".to_string(),
                         })
                     })
                     .collect()

@@ -6,9 +6,14 @@
 //! inside HTTP 200, so every response body is checked, not only the status.
 
 mod client;
+pub mod envelope;
 pub mod guard;
+mod oauth;
 
 pub use client::{
-    SdpAuth, SdpClient, SdpError, SdpNote, SdpRequest, SdpTenant, DEFAULT_RATE_LIMIT_BACKOFF, SDP_ACCEPT,
+    NotesPage, SdpAuth, SdpClient, SdpError, SdpNote, SdpRequest, SdpTenant, CLOSED_STATUSES,
+    DEFAULT_RATE_LIMIT_BACKOFF, NOTES_PAGE_SIZE, SDP_ACCEPT,
 };
+pub use envelope::{parse_envelope, parse_response_status, Envelope, ResponseStatus};
 pub use guard::{SdpGuards, TenantGuard, Throttled};
+pub use oauth::{ZohoOAuth, DEFAULT_ZOHO_ACCOUNTS_URL, TOKEN_EXPIRY_MARGIN};

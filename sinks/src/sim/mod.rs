@@ -7,7 +7,7 @@
 pub mod llm;
 pub mod sdp;
 
-pub use llm::{LlmFault, LlmSimulator};
+pub use llm::{LlmFault, LlmSimulator, ModelBehaviour, RecordedLlmRequest};
 pub use sdp::{RecordedNote, SdpFault, SdpSimulator};
 
 use std::net::SocketAddr;

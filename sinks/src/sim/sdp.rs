@@ -2,6 +2,16 @@
 //! `authtoken` and `Zoho-oauthtoken` auth per portal; faults per portal.
 //!
 //! Portals are reached as cloud URLs, `{base}/app/{portal}/api/v3/...`.
+//! The same server plays the Zoho accounts server (`{base}/oauth/v2/token`):
+//! it issues access tokens for registered OAuth clients, with an expiry, and
+//! portals set up with [`SdpSimulator::add_oauth_portal`] accept only those
+//! tokens while they are valid (401 after).
+//!
+//! As SDP v3 does: list reads page by `list_info` (`row_count`, at most 100,
+//! default 10; `start_index` from 1; `has_more_rows` in the answer), a
+//! deleted request answers 404 with the error envelope, and failures can
+//! arrive inside HTTP 200 (an object `response_status` on single reads and
+//! writes, an array on list reads).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -27,8 +37,24 @@ pub enum SdpFault {
     RateLimited { retry_after_secs: u64 },
     /// 500 on this fraction (0..=1) of calls.
     ServerErrors { fraction: f64 },
-    /// HTTP 200 whose body says the call failed (status_code 4000).
+    /// HTTP 200 whose body says the call failed (status_code 4000): an
+    /// object `response_status` on single reads and writes, an array on
+    /// list reads (notes, solutions, assets), as SDP shapes them.
     ErrorInside200,
+}
+
+/// A Zoho OAuth client registered with the simulated accounts server.
+#[derive(Debug, Clone)]
+struct OAuthClient {
+    client_secret: String,
+    refresh_token: String,
+}
+
+/// An access token the simulated accounts server issued.
+#[derive(Debug, Clone)]
+struct IssuedToken {
+    client_id: String,
+    expires_at: std::time::Instant,
 }
 
 /// A note as the simulator received it.
@@ -48,7 +74,11 @@ pub struct RecordedNote {
 
 #[derive(Default)]
 struct Portal {
+    /// The accepted auth and token (with [`SdpAuth::ZohoOAuth`]: the OAuth
+    /// client id whose access tokens are accepted).
     auth: Option<(SdpAuth, String)>,
+    /// Request ids deleted: 404 even with auto-created requests.
+    deleted: std::collections::HashSet<String>,
     requests: HashMap<String, Value>,
     notes: HashMap<String, Vec<Value>>,
     solutions: Vec<Value>,
@@ -66,6 +96,14 @@ struct Inner {
     next_note_id: u64,
     auto_create: bool,
     latency: Latency,
+    oauth_clients: HashMap<String, OAuthClient>,
+    access_tokens: HashMap<String, IssuedToken>,
+    /// Lifetime of issued access tokens (Zoho: one hour).
+    token_ttl: Option<std::time::Duration>,
+    /// Successful refreshes at the token endpoint.
+    refreshes: u64,
+    /// Token endpoint requests refused.
+    refresh_refusals: u64,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -111,6 +149,7 @@ impl SdpSimulator {
             )
             .route("/app/{portal}/api/v3/solutions", get(list_solutions))
             .route("/app/{portal}/api/v3/assets", get(list_assets))
+            .route("/oauth/v2/token", post(oauth_token))
             .with_state(inner.clone());
         let (addr, handle) = super::serve(addr, router).await?;
         Ok(SdpSimulator { addr, inner, handle })
@@ -132,6 +171,115 @@ impl SdpSimulator {
     /// Creates a portal that accepts only `token` with `auth`.
     pub fn add_portal(&self, portal: &str, auth: SdpAuth, token: &str) {
         self.with(|i| i.portals.entry(portal.to_string()).or_default().auth = Some((auth, token.to_string())));
+    }
+
+    /// The Zoho accounts URL this simulator plays (`{it}/oauth/v2/token`).
+    pub fn accounts_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Registers a Zoho OAuth client with the accounts server.
+    pub fn add_oauth_client(&self, client_id: &str, client_secret: &str, refresh_token: &str) {
+        self.with(|i| {
+            i.oauth_clients.insert(
+                client_id.to_string(),
+                OAuthClient {
+                    client_secret: client_secret.to_string(),
+                    refresh_token: refresh_token.to_string(),
+                },
+            )
+        });
+    }
+
+    /// Creates a portal that accepts the unexpired access tokens issued to
+    /// `client_id` (and nothing else).
+    pub fn add_oauth_portal(&self, portal: &str, client_id: &str) {
+        self.with(|i| {
+            i.portals.entry(portal.to_string()).or_default().auth = Some((SdpAuth::ZohoOAuth, client_id.to_string()))
+        });
+    }
+
+    /// Lifetime of access tokens issued from now on (default one hour;
+    /// `expires_in` is announced in whole seconds, at least 1).
+    pub fn set_token_ttl(&self, ttl: std::time::Duration) {
+        self.with(|i| i.token_ttl = Some(ttl));
+    }
+
+    /// Invalidates every issued access token now (SDP answers 401 to them),
+    /// as an early expiry or a revocation would.
+    pub fn expire_access_tokens(&self) {
+        self.with(|i| {
+            let now = std::time::Instant::now();
+            for t in i.access_tokens.values_mut() {
+                t.expires_at = now;
+            }
+        });
+    }
+
+    /// Access tokens issued by the token endpoint (successful refreshes).
+    pub fn token_refreshes(&self) -> u64 {
+        self.with(|i| i.refreshes)
+    }
+
+    /// Token endpoint requests refused (bad client, secret or refresh token).
+    pub fn token_refusals(&self) -> u64 {
+        self.with(|i| i.refresh_refusals)
+    }
+
+    /// Deletes a request: every later call about it answers 404.
+    pub fn delete_request(&self, portal: &str, id: &str) {
+        self.with(|i| {
+            let p = i.portals.entry(portal.to_string()).or_default();
+            p.requests.remove(id);
+            p.notes.remove(id);
+            p.deleted.insert(id.to_string());
+        });
+    }
+
+    /// Sets a request's status (`{"name": status}`), creating the request
+    /// as auto-creation would when it is not there yet.
+    pub fn set_request_status(&self, portal: &str, id: &str, status: &str) {
+        self.with(|i| {
+            let p = i.portals.entry(portal.to_string()).or_default();
+            p.deleted.remove(id);
+            let r = p.requests.entry(id.to_string()).or_insert_with(|| {
+                json!({"id": id, "subject": format!("Request {id}"), "description": "Created by the simulator",
+                    "priority": {"name": "Medium"}})
+            });
+            r["status"] = json!({"name": status});
+        });
+    }
+
+    /// Puts a note on a request directly (as a technician would), without
+    /// recording it as received; returns its id.
+    pub fn add_existing_note(&self, portal: &str, request_id: &str, description: &str) -> String {
+        self.with(|i| {
+            i.next_note_id += 1;
+            let note_id = (100_000 + i.next_note_id).to_string();
+            i.portals
+                .entry(portal.to_string())
+                .or_default()
+                .notes
+                .entry(request_id.to_string())
+                .or_default()
+                .push(json!({"id": note_id, "description": description, "show_to_requester": false}));
+            note_id
+        })
+    }
+
+    /// The notes on a request (seeded and posted), oldest first.
+    pub fn notes_on(&self, portal: &str, request_id: &str) -> Vec<String> {
+        self.with(|i| {
+            i.portals
+                .get(portal)
+                .and_then(|p| p.notes.get(request_id))
+                .map(|n| {
+                    n.iter()
+                        .map(|n| n["description"].as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
     }
 
     /// Adds a request; `fields` uses SDP's shapes (`{"subject": .., "priority": {"name": ..}}`).
@@ -235,8 +383,25 @@ impl SdpSimulator {
     }
 }
 
-/// Checks Accept, auth and faults; on success returns the auth kind and token.
-fn admit(inner: &Shared, portal: &str, headers: &HeaderMap) -> Result<(&'static str, String), Box<Response>> {
+/// A failure inside HTTP 200, shaped as SDP shapes it for the endpoint.
+fn failure_inside_200(list: bool) -> Response {
+    let status = json!({
+        "status_code": 4000,
+        "messages": [{"status_code": 4001, "type": "failed", "message": "Operation failed"}],
+        "status": "failed"
+    });
+    let status = if list { json!([status]) } else { status };
+    (StatusCode::OK, Json(json!({ "response_status": status }))).into_response()
+}
+
+/// Checks Accept, auth and faults; on success returns the auth kind and
+/// token. `list`: a list read (its failures use the array envelope).
+fn admit(
+    inner: &Shared,
+    portal: &str,
+    headers: &HeaderMap,
+    list: bool,
+) -> Result<(&'static str, String), Box<Response>> {
     let mut i = inner.lock().expect("simulator lock");
     i.calls += 1;
     i.call_log.push((portal.to_string(), crate::now_ms()));
@@ -290,11 +455,26 @@ fn admit(inner: &Shared, portal: &str, headers: &HeaderMap) -> Result<(&'static 
             )));
         }
         Some(SdpFault::ErrorInside200) => {
-            return Err(Box::new(status_body(StatusCode::OK, 4001, "Operation failed")));
+            return Err(Box::new(failure_inside_200(list)));
         }
         _ => {}
     }
     match (&p.auth, presented) {
+        (Some((SdpAuth::ZohoOAuth, client_id)), Some((SdpAuth::Zoho, token))) => match i.access_tokens.get(&token) {
+            Some(t) if t.client_id == *client_id && std::time::Instant::now() < t.expires_at => {
+                Ok((SdpAuth::ZohoOAuth.as_str(), token))
+            }
+            Some(t) if t.client_id == *client_id => Err(Box::new(status_body(
+                StatusCode::UNAUTHORIZED,
+                4001,
+                "OAuth access token expired",
+            ))),
+            _ => Err(Box::new(status_body(
+                StatusCode::UNAUTHORIZED,
+                4022,
+                "Invalid OAuth access token",
+            ))),
+        },
         (Some((want_kind, want)), Some((kind, token))) if *want_kind == kind && *want == token => {
             Ok((kind.as_str(), token))
         }
@@ -309,6 +489,9 @@ fn admit(inner: &Shared, portal: &str, headers: &HeaderMap) -> Result<(&'static 
 fn request_of(i: &mut Inner, portal: &str, id: &str) -> Option<Value> {
     let auto = i.auto_create;
     let p = i.portals.get_mut(portal)?;
+    if p.deleted.contains(id) {
+        return None;
+    }
     if let Some(r) = p.requests.get(id) {
         return Some(r.clone());
     }
@@ -327,7 +510,7 @@ async fn get_request(
 ) -> Response {
     let latency = inner.lock().expect("simulator lock").latency;
     latency.wait().await;
-    if let Err(r) = admit(&inner, &portal, &headers) {
+    if let Err(r) = admit(&inner, &portal, &headers, false) {
         return *r;
     }
     let mut i = inner.lock().expect("simulator lock");
@@ -340,9 +523,10 @@ async fn get_request(
 async fn list_notes(
     State(inner): State<Shared>,
     Path((portal, id)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = admit(&inner, &portal, &headers) {
+    if let Err(r) = admit(&inner, &portal, &headers, true) {
         return *r;
     }
     let mut i = inner.lock().expect("simulator lock");
@@ -355,7 +539,71 @@ async fn list_notes(
         .and_then(|p| p.notes.get(&id))
         .cloned()
         .unwrap_or_default();
-    Json(json!({"notes": notes, "response_status": [success()], "list_info": {"has_more_rows": false, "row_count": notes.len()}})).into_response()
+    let (start, rows) = paging(&q);
+    let page: Vec<Value> = notes.iter().skip(start - 1).take(rows).cloned().collect();
+    let has_more_rows = start - 1 + page.len() < notes.len();
+    Json(json!({"notes": page, "response_status": [success()], "list_info": {
+        "has_more_rows": has_more_rows, "row_count": page.len(), "start_index": start
+    }}))
+    .into_response()
+}
+
+/// `list_info.start_index` (from 1) and `row_count` (default 10, at most
+/// 100) of a list read, as SDP v3 reads them.
+fn paging(q: &HashMap<String, String>) -> (usize, usize) {
+    let input: Value = q
+        .get("input_data")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(Value::Null);
+    let num = |k: &str| input.pointer(&format!("/list_info/{k}")).and_then(Value::as_u64);
+    let start = num("start_index").unwrap_or(1).max(1) as usize;
+    let rows = num("row_count").unwrap_or(10).clamp(1, 100) as usize;
+    (start, rows)
+}
+
+/// The Zoho accounts server's token endpoint: `grant_type=refresh_token`
+/// with `client_id`, `client_secret` and `refresh_token` as query (or
+/// form) parameters. Refusals answer HTTP 200 with `{"error": ..}`, as Zoho
+/// does.
+async fn oauth_token(State(inner): State<Shared>, Query(q): Query<HashMap<String, String>>, body: String) -> Response {
+    let mut params = q;
+    if let Some(form) = serde_urlencoded_parse(&body) {
+        params.extend(form);
+    }
+    let get = |k: &str| params.get(k).map(String::as_str).unwrap_or("");
+    let mut i = inner.lock().expect("simulator lock");
+    if get("grant_type") != "refresh_token" {
+        i.refresh_refusals += 1;
+        return Json(json!({"error": "unsupported_grant_type"})).into_response();
+    }
+    let client = i.oauth_clients.get(get("client_id")).cloned();
+    let error = match client {
+        None => Some("invalid_client"),
+        Some(c) if c.client_secret != get("client_secret") => Some("invalid_client_secret"),
+        Some(c) if c.refresh_token != get("refresh_token") => Some("invalid_code"),
+        Some(_) => None,
+    };
+    if let Some(error) = error {
+        i.refresh_refusals += 1;
+        return Json(json!({ "error": error })).into_response();
+    }
+    let ttl = i.token_ttl.unwrap_or(std::time::Duration::from_secs(3600));
+    let token = format!("1000.{}", uuid::Uuid::new_v4().simple());
+    i.access_tokens.insert(
+        token.clone(),
+        IssuedToken {
+            client_id: get("client_id").to_string(),
+            expires_at: std::time::Instant::now() + ttl,
+        },
+    );
+    i.refreshes += 1;
+    Json(json!({
+        "access_token": token,
+        "api_domain": "https://www.zohoapis.com",
+        "token_type": "Bearer",
+        "expires_in": ttl.as_secs().max(1),
+    }))
+    .into_response()
 }
 
 async fn add_note(
@@ -366,7 +614,7 @@ async fn add_note(
 ) -> Response {
     let latency = inner.lock().expect("simulator lock").latency;
     latency.wait().await;
-    let (auth_kind, token) = match admit(&inner, &portal, &headers) {
+    let (auth_kind, token) = match admit(&inner, &portal, &headers, false) {
         Ok(a) => a,
         Err(r) => return *r,
     };
@@ -486,7 +734,7 @@ async fn list_solutions(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = admit(&inner, &portal, &headers) {
+    if let Err(r) = admit(&inner, &portal, &headers, true) {
         return *r;
     }
     let (criteria, limit) = search_terms(&q);
@@ -513,7 +761,7 @@ async fn list_assets(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = admit(&inner, &portal, &headers) {
+    if let Err(r) = admit(&inner, &portal, &headers, true) {
         return *r;
     }
     let (criteria, limit) = search_terms(&q);

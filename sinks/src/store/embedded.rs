@@ -6,8 +6,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use libsql::{params, Connection, Row, Value};
 
+mod index;
+
 use super::migrate::{self, Applied};
-use super::seal::{open_tenant_secrets, seal_tenant_secrets};
+use super::seal::{open_tenant_secrets, sdp_credentials, seal_tenant_secrets};
 use super::*;
 use crate::now_ms;
 
@@ -105,11 +107,13 @@ fn tenant_of(sealer: &Sealer, row: &Row) -> Result<Tenant, StoreError> {
     let auth: SdpAuth = s(2)?.parse().map_err(StoreError::Corrupt)?;
     let tenant_id = s(0)?;
     let secrets = open_tenant_secrets(sealer, &tenant_id, &s(3)?, &s(4)?, opt_str(row, 5)?.as_deref())?;
+    let (token, oauth) = sdp_credentials(auth, secrets.sdp_token)?;
     Ok(Tenant {
         sdp: SdpTenant {
             base_url: s(1)?,
             auth,
-            token: secrets.sdp_token,
+            token,
+            oauth,
         },
         webhook_secrets: WebhookSecrets {
             current: secrets.webhook_secret,
@@ -127,7 +131,7 @@ fn tenant_of(sealer: &Sealer, row: &Row) -> Result<Tenant, StoreError> {
 
 const TENANT_COLUMNS: &str = "tenant_id, sdp_base_url, sdp_auth, sdp_token, webhook_secret, previous_webhook_secret, previous_valid_until_ms, api_token_hash, requests_per_minute, enabled_events, created_at_ms, suspended";
 
-const HISTORY_COLUMNS: &str = "tenant_id, job_id, ticket_id, correlation_id, status, method, error_message, failed_stage, subject, description, note_text, note_id, similar_tickets, kb_articles, ip_references, nodes_success, nodes_failed, timings_json, received_at_ms, completed_at_ms";
+const HISTORY_COLUMNS: &str = "tenant_id, job_id, ticket_id, correlation_id, status, method, error_message, failed_stage, subject, description, note_text, note_id, similar_tickets, kb_articles, ip_references, nodes_success, nodes_failed, timings_json, received_at_ms, completed_at_ms, prompt_version, model, tokens_in, tokens_out, cost_usd";
 
 fn history_of(row: &Row) -> Result<HistoryRow, StoreError> {
     let s = |i| row.get::<String>(i).map_err(corrupt);
@@ -157,6 +161,13 @@ fn history_of(row: &Row) -> Result<HistoryRow, StoreError> {
         timings: serde_json::from_str(&s(17)?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         received_at_ms: n(18)?,
         completed_at_ms: n(19)?,
+        llm: LlmUsageRow {
+            prompt_version: opt_str(row, 20)?,
+            model: opt_str(row, 21)?,
+            tokens_in: row.get::<Option<i64>>(22).map_err(corrupt)?,
+            tokens_out: row.get::<Option<i64>>(23).map_err(corrupt)?,
+            cost_usd: row.get::<Option<f64>>(24).map_err(corrupt)?,
+        },
     })
 }
 
@@ -542,6 +553,11 @@ impl TenantStore for EmbeddedStore {
                 "note_idempotency",
                 "webhook_dedup",
                 "event_dedup",
+                "search_docs",
+                "search_postings",
+                "search_stats",
+                "inventory_assets",
+                "inventory_keys",
             ] {
                 statements.push((
                     format!("DELETE FROM {table} WHERE tenant_id = ?1"),
@@ -549,6 +565,11 @@ impl TenantStore for EmbeddedStore {
                 ));
             }
         }
+        // The shared SDP rate-limit state is no data of the tenant's.
+        statements.push((
+            "DELETE FROM sdp_rate_limit WHERE tenant_id = ?1".into(),
+            vec![text(tenant_id)],
+        ));
         statements.push(("DELETE FROM tenants WHERE tenant_id = ?1".into(), vec![text(tenant_id)]));
         let counts = self.writer.exec(statements).await?;
         Ok(counts.last().copied().unwrap_or(0) > 0)
@@ -572,6 +593,8 @@ impl TenantStore for EmbeddedStore {
             .query_all(
                 "SELECT EXISTS (SELECT 1 FROM enhancement_history WHERE tenant_id = ?1)
                      OR EXISTS (SELECT 1 FROM feedback WHERE tenant_id = ?1)
+                     OR EXISTS (SELECT 1 FROM search_docs WHERE tenant_id = ?1)
+                     OR EXISTS (SELECT 1 FROM inventory_assets WHERE tenant_id = ?1)
                      OR EXISTS (SELECT 1 FROM webhook_dedup WHERE tenant_id = ?1 AND created_at_ms >= ?2)
                      OR EXISTS (SELECT 1 FROM event_dedup WHERE tenant_id = ?1 AND created_at_ms >= ?3)
                      OR EXISTS (SELECT 1 FROM note_idempotency WHERE tenant_id = ?1 AND updated_at_ms >= ?4)",
@@ -593,7 +616,7 @@ impl HistoryStore for EmbeddedStore {
     async fn put_history(&self, r: &HistoryRow) -> Result<(), StoreError> {
         let timings = serde_json::to_string(&r.timings).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.exec(
-            &format!("INSERT OR REPLACE INTO enhancement_history ({HISTORY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
+            &format!("INSERT OR REPLACE INTO enhancement_history ({HISTORY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"),
             vec![
                 text(&r.tenant_id),
                 text(&r.job_id),
@@ -615,6 +638,11 @@ impl HistoryStore for EmbeddedStore {
                 timings.into(),
                 r.received_at_ms.into(),
                 r.completed_at_ms.into(),
+                opt_text(&r.llm.prompt_version),
+                opt_text(&r.llm.model),
+                r.llm.tokens_in.into(),
+                r.llm.tokens_out.into(),
+                r.llm.cost_usd.into(),
             ],
         )
         .await?;
@@ -791,6 +819,40 @@ impl IdempotencyStore for EmbeddedStore {
         self.writer
             .claim_event(tenant_id, ticket_id, event, job_id, expired)
             .await
+    }
+}
+
+#[async_trait]
+impl super::SdpRateStore for EmbeddedStore {
+    async fn sdp_rate_tat(&self, tenant_id: &str) -> Result<Option<i64>, StoreError> {
+        let rows = self
+            .query_all(
+                "SELECT tat_ms FROM sdp_rate_limit WHERE tenant_id = ?1",
+                vec![text(tenant_id)],
+                |row| row.get::<i64>(0).map_err(corrupt),
+            )
+            .await?;
+        Ok(rows.into_iter().next())
+    }
+
+    async fn swap_sdp_rate_tat(&self, tenant_id: &str, expected: Option<i64>, new: i64) -> Result<bool, StoreError> {
+        let n = match expected {
+            None => {
+                self.exec(
+                    "INSERT INTO sdp_rate_limit (tenant_id, tat_ms) VALUES (?1, ?2) ON CONFLICT(tenant_id) DO NOTHING",
+                    vec![text(tenant_id), new.into()],
+                )
+                .await?
+            }
+            Some(old) => {
+                self.exec(
+                    "UPDATE sdp_rate_limit SET tat_ms = ?2 WHERE tenant_id = ?1 AND tat_ms = ?3",
+                    vec![text(tenant_id), new.into(), old.into()],
+                )
+                .await?
+            }
+        };
+        Ok(n == 1)
     }
 }
 

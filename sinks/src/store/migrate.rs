@@ -42,14 +42,40 @@ pub const EMBEDDED: &[Migration] = &[
         name: "0002_lifecycle_retention",
         text: include_str!("../../../migrations/embedded/0002_lifecycle_retention.sql"),
     },
+    Migration {
+        name: "0003_llm_usage",
+        text: include_str!("../../../migrations/embedded/0003_llm_usage.sql"),
+    },
+    Migration {
+        name: "0004_search",
+        text: include_str!("../../../migrations/embedded/0004_search.sql"),
+    },
+    Migration {
+        name: "0005_sdp",
+        text: include_str!("../../../migrations/embedded/0005_sdp.sql"),
+    },
 ];
 
 /// ScyllaDB's migrations (`migrations/scylla/*.cql`), in order. `{keyspace}`
 /// in a file is replaced by the configured keyspace.
-pub const SCYLLA: &[Migration] = &[Migration {
-    name: "0001_init",
-    text: include_str!("../../../migrations/scylla/0001_init.cql"),
-}];
+pub const SCYLLA: &[Migration] = &[
+    Migration {
+        name: "0001_init",
+        text: include_str!("../../../migrations/scylla/0001_init.cql"),
+    },
+    Migration {
+        name: "0002_llm_usage",
+        text: include_str!("../../../migrations/scylla/0002_llm_usage.cql"),
+    },
+    Migration {
+        name: "0003_search",
+        text: include_str!("../../../migrations/scylla/0003_search.cql"),
+    },
+    Migration {
+        name: "0004_sdp",
+        text: include_str!("../../../migrations/scylla/0004_sdp.cql"),
+    },
+];
 
 /// A migration recorded as applied: its name and the checksum it had.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,7 @@ mod ledger;
 pub mod migrate;
 mod scylla_store;
 mod seal;
+pub mod search;
 
 use std::collections::HashMap;
 
@@ -27,12 +28,13 @@ use sha2::{Digest, Sha256};
 use crate::servicedesk::{SdpAuth, SdpTenant};
 use crate::{RetryHint, Secret};
 
-pub use cache::TenantCache;
+pub use cache::{is_valid_tenant_id, TenantCache, DEFAULT_NEGATIVE_CACHE_BYTES, MAX_TENANT_ID_LEN};
 pub use embedded::EmbeddedStore;
 pub use scylla_store::{
     bucket_of, classify_execution_error, parse_replication, ScyllaConfig, ScyllaStore, CLAIM_BUCKETS,
 };
 pub use seal::{is_sealed, SealError, Sealer};
+pub use search::{DocKind, InventoryAsset, SearchDoc, SearchHit};
 
 /// How long idempotency records are kept (ScyllaDB TTLs; the embedded
 /// store deletes them on the same schedule and ignores expired ones).
@@ -191,6 +193,7 @@ impl Tenant {
                 base_url: base_url.to_string(),
                 auth,
                 token: Secret::new(token),
+                oauth: None,
             },
             webhook_secrets: WebhookSecrets {
                 current: Secret::new(webhook_secret),
@@ -264,6 +267,22 @@ pub struct HistoryRow {
     pub timings: HashMap<String, i64>,
     pub received_at_ms: i64,
     pub completed_at_ms: i64,
+    /// The LLM call behind the note, when one was made.
+    #[serde(default)]
+    pub llm: LlmUsageRow,
+}
+
+/// What the LLM call behind a note used (all `None` without a call).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LlmUsageRow {
+    /// Prompt template version (`synthesize.rs` `PROMPT_VERSION`).
+    pub prompt_version: Option<String>,
+    /// The model that answered.
+    pub model: Option<String>,
+    pub tokens_in: Option<i64>,
+    pub tokens_out: Option<i64>,
+    /// USD, when the provider reports it.
+    pub cost_usd: Option<f64>,
 }
 
 /// Context counts as stored (mirrors [`ContextCounts`]).
@@ -453,9 +472,49 @@ pub trait IdempotencyStore: Send + Sync {
     ) -> Result<Option<String>, StoreError>;
 }
 
+/// Context search (see [`search`]): every call names one tenant and reads
+/// or writes only that tenant's index and inventory.
+#[async_trait]
+pub trait SearchStore: Send + Sync {
+    /// Indexes documents of one tenant; each replaces the tenant's document
+    /// of the same kind and id (its old terms leave the index).
+    async fn index_documents(&self, tenant_id: &str, kind: DocKind, docs: &[SearchDoc]) -> Result<(), StoreError>;
+    /// The tenant's best `limit` documents of `kind` for `query` by BM25,
+    /// best first, without the document `exclude`.
+    async fn search_documents(
+        &self,
+        tenant_id: &str,
+        kind: DocKind,
+        query: &str,
+        limit: usize,
+        exclude: Option<&str>,
+    ) -> Result<Vec<SearchHit>, StoreError>;
+    /// Adds assets to the tenant's inventory; each replaces the asset of
+    /// the same name (and the keys it was found by).
+    async fn put_assets(&self, tenant_id: &str, assets: &[InventoryAsset]) -> Result<(), StoreError>;
+    /// The tenant's assets any of whose lookup keys
+    /// ([`InventoryAsset::lookup_keys`]) equals one of `keys` compared
+    /// lower-case; ordered by name.
+    async fn find_assets(&self, tenant_id: &str, keys: &[String]) -> Result<Vec<InventoryAsset>, StoreError>;
+}
+
+/// The shared state of each tenant's ServiceDesk Plus rate limit, so the
+/// limit holds across every process that calls the tenant's SDP (see
+/// [`crate::servicedesk::guard`]): one value per tenant, the theoretical
+/// arrival time (epoch ms) of the tenant's next SDP call, moved by
+/// compare-and-set.
+#[async_trait]
+pub trait SdpRateStore: Send + Sync {
+    /// The tenant's current value, `None` when it has none yet.
+    async fn sdp_rate_tat(&self, tenant_id: &str) -> Result<Option<i64>, StoreError>;
+    /// Sets the tenant's value to `new` if it still is `expected`;
+    /// `Ok(false)` when another process moved it first (nothing written).
+    async fn swap_sdp_rate_tat(&self, tenant_id: &str, expected: Option<i64>, new: i64) -> Result<bool, StoreError>;
+}
+
 /// Everything Ticketflow keeps outside Kafka.
 #[async_trait]
-pub trait Store: TenantStore + HistoryStore + FeedbackStore + IdempotencyStore {
+pub trait Store: TenantStore + HistoryStore + FeedbackStore + IdempotencyStore + SearchStore + SdpRateStore {
     /// Cheap reachability check for `/health/ready`.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -34,8 +34,10 @@ use scylla::value::{CqlValue, Row};
 use scylla::{DeserializeRow, SerializeRow};
 use sha2::{Digest, Sha256};
 
+mod index;
+
 use super::migrate::{self, Applied};
-use super::seal::{open_tenant_secrets, seal_tenant_secrets};
+use super::seal::{open_tenant_secrets, sdp_credentials, seal_tenant_secrets};
 use super::*;
 use crate::now_ms;
 use crate::servicedesk::{SdpAuth, SdpTenant};
@@ -453,10 +455,15 @@ struct HistoryCql {
     timings: HashMap<String, i64>,
     received_at_ms: i64,
     completed_at_ms: i64,
+    prompt_version: Option<String>,
+    model: Option<String>,
+    tokens_in: Option<i64>,
+    tokens_out: Option<i64>,
+    cost_usd: Option<f64>,
 }
 
-const HISTORY_COLUMNS: &str = "tenant_id, job_id, ticket_id, correlation_id, day, status, method, error_message, failed_stage, subject, description, note_text, note_id, similar_tickets, kb_articles, ip_references, nodes_success, nodes_failed, timings, received_at_ms, completed_at_ms";
-const HISTORY_MARKS: &str = ":tenant_id, :job_id, :ticket_id, :correlation_id, :day, :status, :method, :error_message, :failed_stage, :subject, :description, :note_text, :note_id, :similar_tickets, :kb_articles, :ip_references, :nodes_success, :nodes_failed, :timings, :received_at_ms, :completed_at_ms";
+const HISTORY_COLUMNS: &str = "tenant_id, job_id, ticket_id, correlation_id, day, status, method, error_message, failed_stage, subject, description, note_text, note_id, similar_tickets, kb_articles, ip_references, nodes_success, nodes_failed, timings, received_at_ms, completed_at_ms, prompt_version, model, tokens_in, tokens_out, cost_usd";
+const HISTORY_MARKS: &str = ":tenant_id, :job_id, :ticket_id, :correlation_id, :day, :status, :method, :error_message, :failed_stage, :subject, :description, :note_text, :note_id, :similar_tickets, :kb_articles, :ip_references, :nodes_success, :nodes_failed, :timings, :received_at_ms, :completed_at_ms, :prompt_version, :model, :tokens_in, :tokens_out, :cost_usd";
 
 impl From<&HistoryRow> for HistoryCql {
     fn from(r: &HistoryRow) -> Self {
@@ -482,6 +489,11 @@ impl From<&HistoryRow> for HistoryCql {
             timings: r.timings.clone(),
             received_at_ms: r.received_at_ms,
             completed_at_ms: r.completed_at_ms,
+            prompt_version: r.llm.prompt_version.clone(),
+            model: r.llm.model.clone(),
+            tokens_in: r.llm.tokens_in,
+            tokens_out: r.llm.tokens_out,
+            cost_usd: r.llm.cost_usd,
         }
     }
 }
@@ -513,6 +525,13 @@ impl TryFrom<HistoryCql> for HistoryRow {
             timings: c.timings,
             received_at_ms: c.received_at_ms,
             completed_at_ms: c.completed_at_ms,
+            llm: LlmUsageRow {
+                prompt_version: c.prompt_version,
+                model: c.model,
+                tokens_in: c.tokens_in,
+                tokens_out: c.tokens_out,
+                cost_usd: c.cost_usd,
+            },
         })
     }
 }
@@ -585,6 +604,9 @@ fn lwt_of(result: QueryResult) -> Result<Lwt, StoreError> {
 }
 
 struct Statements {
+    sdp_rate_get: PreparedStatement,
+    sdp_rate_insert: PreparedStatement,
+    sdp_rate_update: PreparedStatement,
     tenant_insert: PreparedStatement,
     tenant_update: PreparedStatement,
     tenant_get: PreparedStatement,
@@ -671,6 +693,9 @@ impl Statements {
             v.try_into().unwrap_or_else(|_| unreachable!("three claims tables"))
         };
         Ok(Statements {
+            sdp_rate_get: p(format!("SELECT tat_ms FROM {ks}.sdp_rate_limit WHERE tenant_id = ?")).await?,
+            sdp_rate_insert: p(format!("INSERT INTO {ks}.sdp_rate_limit (tenant_id, tat_ms) VALUES (?, ?) IF NOT EXISTS USING TTL {SDP_RATE_TTL_SECS}")).await?,
+            sdp_rate_update: p(format!("UPDATE {ks}.sdp_rate_limit USING TTL {SDP_RATE_TTL_SECS} SET tat_ms = ? WHERE tenant_id = ? IF tat_ms = ?")).await?,
             tenant_insert: p(format!("INSERT INTO {ks}.tenants ({TENANT_COLUMNS}) VALUES ({TENANT_MARKS}) IF NOT EXISTS")).await?,
             tenant_update: p(format!("UPDATE {ks}.tenants SET sdp_base_url = :sdp_base_url, sdp_auth = :sdp_auth, sdp_token = :sdp_token, webhook_secret = :webhook_secret, previous_webhook_secret = :previous_webhook_secret, previous_valid_until_ms = :previous_valid_until_ms, api_token_hash = :api_token_hash, requests_per_minute = :requests_per_minute, enabled_events = :enabled_events, suspended = :suspended, created_at_ms = :created_at_ms, updated_at_ms = :updated_at_ms WHERE tenant_id = :tenant_id IF EXISTS")).await?,
             tenant_get: p(format!("SELECT {TENANT_COLUMNS} FROM {ks}.tenants WHERE tenant_id = ?")).await?,
@@ -719,6 +744,7 @@ impl Statements {
 pub struct ScyllaStore {
     session: Arc<Session>,
     s: Statements,
+    search: index::SearchStatements,
     options: StoreOptions,
     keyspace: String,
 }
@@ -770,9 +796,11 @@ impl ScyllaStore {
             Some(applied) => migrate::require_current(migrate::SCYLLA, &applied, &format!("ScyllaDB keyspace {ks}"))?,
         }
         let s = Statements::prepare(&session, ks, options.page_size, config.request_timeout).await?;
+        let search = index::SearchStatements::prepare(&session, ks, options.page_size, config.request_timeout).await?;
         Ok(ScyllaStore {
             session: Arc::new(session),
             s,
+            search,
             options,
             keyspace: ks.clone(),
         })
@@ -913,11 +941,13 @@ impl ScyllaStore {
             &c.webhook_secret,
             c.previous_webhook_secret.as_deref(),
         )?;
+        let (token, oauth) = sdp_credentials(auth, secrets.sdp_token)?;
         Ok(Tenant {
             sdp: SdpTenant {
                 base_url: c.sdp_base_url,
                 auth,
-                token: secrets.sdp_token,
+                token,
+                oauth,
             },
             webhook_secrets: WebhookSecrets {
                 current: secrets.webhook_secret,
@@ -1038,12 +1068,15 @@ impl TenantStore for ScyllaStore {
         };
         // The index may be stale (a token rotated while a write failed
         // half-way): the tenant row is the truth.
-        Ok(self.get_tenant(&tenant_id).await?.filter(|t| t.api_token_hash == hash))
+        Ok(self
+            .get_tenant(&tenant_id)
+            .await?
+            .filter(|t| crate::secrets::constant_time_eq(t.api_token_hash.as_bytes(), hash.as_bytes())))
     }
 
     async fn tenant_has_data(&self, tenant_id: &str) -> Result<bool, StoreError> {
         let days: Vec<(String, String)> = self.select(&self.s.days_all, (tenant_id,), Some(1)).await?;
-        if !days.is_empty() {
+        if !days.is_empty() || self.search_has_data(tenant_id).await? {
             return Ok(true);
         }
         for stmt in &self.s.claims_any {
@@ -1096,6 +1129,7 @@ impl ScyllaStore {
             self.exec_all(stmt, &buckets).await?;
         }
         self.exec(&self.s.days_delete, (tenant_id,)).await?;
+        self.purge_search(tenant_id).await?;
         Ok(())
     }
 
@@ -1442,6 +1476,26 @@ impl IdempotencyStore for ScyllaStore {
             .text("job_id")
             .ok_or_else(|| StoreError::Corrupt(format!("event claim of ticket {ticket_id} lacks job_id")))?;
         Ok((first != job_id).then_some(first))
+    }
+}
+
+/// A tenant's shared SDP rate-limit row outlives any wait it encodes by far;
+/// it expires once the tenant makes no SDP call for a day.
+const SDP_RATE_TTL_SECS: u32 = 86_400;
+
+#[async_trait]
+impl super::SdpRateStore for ScyllaStore {
+    async fn sdp_rate_tat(&self, tenant_id: &str) -> Result<Option<i64>, StoreError> {
+        let rows: Vec<(Option<i64>,)> = self.select(&self.s.sdp_rate_get, (tenant_id,), Some(1)).await?;
+        Ok(rows.into_iter().next().and_then(|(t,)| t))
+    }
+
+    async fn swap_sdp_rate_tat(&self, tenant_id: &str, expected: Option<i64>, new: i64) -> Result<bool, StoreError> {
+        let outcome = match expected {
+            None => self.lwt(&self.s.sdp_rate_insert, (tenant_id, new)).await?,
+            Some(old) => self.lwt(&self.s.sdp_rate_update, (new, tenant_id, old)).await?,
+        };
+        Ok(outcome.applied)
     }
 }
 

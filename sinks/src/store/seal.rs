@@ -162,11 +162,36 @@ fn store_error(e: SealError) -> super::StoreError {
     super::StoreError::Rejected(e.to_string())
 }
 
+/// The SDP credential column's plaintext: the token, or with Zoho OAuth
+/// the client id, client secret, refresh token and accounts URL as one JSON
+/// value, sealed as a whole like the token.
+fn sdp_credential_text(t: &super::Tenant) -> std::borrow::Cow<'_, str> {
+    match (&t.sdp.auth, &t.sdp.oauth) {
+        (crate::servicedesk::SdpAuth::ZohoOAuth, Some(o)) => o.to_stored().into(),
+        _ => t.sdp.token.expose().into(),
+    }
+}
+
+/// Splits the opened SDP credential column into (token, OAuth credentials)
+/// by the tenant's auth kind.
+pub(crate) fn sdp_credentials(
+    auth: crate::servicedesk::SdpAuth,
+    opened: crate::Secret,
+) -> Result<(crate::Secret, Option<crate::servicedesk::ZohoOAuth>), super::StoreError> {
+    match auth {
+        crate::servicedesk::SdpAuth::ZohoOAuth => {
+            let o = crate::servicedesk::ZohoOAuth::from_stored(opened.expose()).map_err(super::StoreError::Corrupt)?;
+            Ok((crate::Secret::new(""), Some(o)))
+        }
+        _ => Ok((opened, None)),
+    }
+}
+
 pub(crate) fn seal_tenant_secrets(sealer: &Sealer, t: &super::Tenant) -> Result<StoredSecrets, super::StoreError> {
     let id = &t.tenant_id;
     Ok(StoredSecrets {
         sdp_token: sealer
-            .seal(id, "sdp_token", t.sdp.token.expose())
+            .seal(id, "sdp_token", &sdp_credential_text(t))
             .map_err(store_error)?,
         webhook_secret: sealer
             .seal(id, "webhook_secret", t.webhook_secrets.current.expose())

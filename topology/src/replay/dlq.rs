@@ -148,7 +148,12 @@ fn fate(r: &ReadRecord, stage: &str, dlq: &str, allowed: &HashSet<String>, filte
             .header("traceparent")
             .unwrap_or_else(processors::headers::new_traceparent),
         attempt: 1,
-        replayed_from: r.header("replayed_from"),
+        // A re-send: it travels on (the end-to-end histogram leaves re-sent
+        // jobs out). A record replayed earlier keeps its first origin.
+        replayed_from: Some(
+            r.header("replayed_from")
+                .unwrap_or_else(|| format!("{dlq}/{}@{}", r.partition, r.offset)),
+        ),
     };
     let from = format!("{dlq}/{}@{}", r.partition, r.offset);
     let out = Outgoing {
