@@ -229,8 +229,16 @@ async fn handle(
         ));
     }
     // Before any store or HMAC work: a source that keeps failing
-    // authentication waits (ingest::sources).
-    state.sources.check(source).map_err(ApiError::source_rate_limited)?;
+    // authentication waits (ingest::sources) — except for a tenant this
+    // process already knows (no store work; one HMAC over a bounded body):
+    // its correctly signed webhooks still go through, so strangers sharing
+    // an address with SDP (Zoho's egress, a NAT) cannot lock a tenant out.
+    let over_budget = state.sources.check(source).err();
+    if let Some(retry_in) = over_budget {
+        if !state.tenants.is_known(tenant_id) {
+            return Err(ApiError::source_rate_limited(retry_in));
+        }
+    }
     let (tenant, id, bytes) = match authenticate(state, tenant_id, headers, body).await {
         Ok(ok) => ok,
         Err(e) => {
@@ -238,7 +246,7 @@ async fn handle(
             if e.status != StatusCode::SERVICE_UNAVAILABLE {
                 state.sources.charge(source);
             }
-            return Err(e);
+            return Err(over_budget.map_or(e, ApiError::source_rate_limited));
         }
     };
     accept(state, tenant, id, headers, bytes).await

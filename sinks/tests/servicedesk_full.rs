@@ -98,6 +98,10 @@ fn assert_no_secret(text: &str, tokens: &[String]) {
 async fn oauth_token_is_refreshed_on_expiry_and_on_401_and_never_logged() {
     let capture = Capture::default();
     let _guard = tracing::subscriber::set_default(capture.clone());
+    // Callsite interest is cached process-wide: another test of this binary
+    // that hit the client's span first, with no subscriber on its thread,
+    // can have cached "never" for it (seen once in CI). Ask again now.
+    tracing::callsite::rebuild_interest_cache();
     let sim = oauth_sim().await;
     // Tokens live 2 s: the client stops using one 1 s before (margin: half
     // the lifetime when that is under a minute).

@@ -411,14 +411,18 @@ async fn similar_tickets_imported_articles_and_inventory_reach_the_context() {
     let best = &g.similar_tickets[0];
     assert_eq!(best.ticket_id, "9001", "{:?}", g.similar_tickets);
     assert_eq!(best.subject.as_deref(), Some(tickets[0].1));
-    let note_start: String = sinks::store::search::plain_text(first.note_text.as_deref().unwrap())
-        .chars()
-        .take(400)
-        .collect();
-    assert_eq!(
-        best.resolution.as_deref(),
-        Some(note_start.as_str()),
-        "resolved with its note"
+    // Resolved with its note's prose: the LLM's summary, cause and steps,
+    // without the note's heading and its own context sections.
+    let resolution = best.resolution.as_deref().expect("a resolution");
+    let note_text = sinks::store::search::plain_text(first.note_text.as_deref().unwrap());
+    assert!(resolution.starts_with("Summary:"), "{resolution}");
+    assert!(
+        note_text.contains(resolution.trim_end_matches('…')),
+        "{resolution} is part of the note {note_text}"
+    );
+    assert!(
+        !resolution.contains("Ticketflow summary") && !resolution.contains("Similar tickets"),
+        "{resolution}"
     );
     assert!(g.similar_tickets.iter().all(|s| s.ticket_id != "9010"), "not itself");
     let article = g

@@ -212,8 +212,18 @@ fn classify(status: StatusCode, headers: &HeaderMap, body: &str, what: &str) -> 
             message,
         });
     }
-    if status == StatusCode::NOT_FOUND {
+    // A 404 is "this ticket does not exist" only when SDP itself says so
+    // (its failure envelope): a proxy's or web server's 404 page — a wrong
+    // base URL or portal — must not skip every ticket as deleted.
+    if status == StatusCode::NOT_FOUND && sdp_code != 0 {
         return Err(SdpError::NotFound { what: what.to_string() });
+    }
+    if status == StatusCode::NOT_FOUND {
+        return Err(SdpError::Rejected {
+            http_status,
+            sdp_code,
+            message: format!("HTTP 404 without a ServiceDesk Plus answer (check the tenant's SDP base URL): {message}"),
+        });
     }
     if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
         return Err(SdpError::Server { http_status, message });
@@ -632,10 +642,18 @@ mod tests {
             .unwrap_err()
             .retry_hint()
             .is_retryable());
+        let deleted = r#"{"response_status":{"status_code":4000,"status":"failed","messages":[{"status_code":4007,"type":"failed","message":"Invalid URL"}]}}"#;
         assert!(matches!(
-            classify(StatusCode::NOT_FOUND, &h(), "", "request 7").unwrap_err(),
+            classify(StatusCode::NOT_FOUND, &h(), deleted, "request 7").unwrap_err(),
             SdpError::NotFound { .. }
         ));
+        // A 404 that is not SDP's (a wrong base URL behind a proxy) is not
+        // "deleted": it fails the job where an operator sees it.
+        for body in ["", "<html><body>404 Not Found</body></html>"] {
+            let e = classify(StatusCode::NOT_FOUND, &h(), body, "request 7").unwrap_err();
+            assert!(matches!(e, SdpError::Rejected { http_status: 404, .. }), "{e:?}");
+            assert!(e.to_string().contains("check the tenant's SDP base URL"), "{e}");
+        }
         assert!(matches!(
             classify(StatusCode::OK, &h(), "<html>", "x").unwrap_err(),
             SdpError::Malformed { .. }

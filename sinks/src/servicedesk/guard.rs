@@ -72,7 +72,12 @@ pub fn gcra_step(
     // tolerance that is allowed `tolerance` early.
     let start_last = new_tat - interval - tolerance;
     let wait = Duration::from_millis((start_last - now_ms).max(0) as u64);
-    if wait > max_wait {
+    // Spacing the reservation's own calls may take longer than `max_wait`
+    // at a low rate (3 calls at 20/min: 6 s). Refusing that would refuse it
+    // for ever — nothing is stored, the next try computes the same — so a
+    // wait no longer than the calls' own spacing is always granted.
+    let own_spacing = Duration::from_millis((interval * (i64::from(calls.max(1)) - 1) - tolerance).max(0) as u64);
+    if wait > max_wait.max(own_spacing) {
         return Err(Throttled {
             per_minute,
             retry_in: wait,
@@ -299,6 +304,22 @@ mod tests {
             gcra_step(tat, now, 600, 1, Duration::ZERO).unwrap_err().retry_in,
             Duration::from_millis(100)
         );
+    }
+
+    #[test]
+    fn a_low_rate_tenant_still_gets_several_calls_at_once() {
+        // 20/min: one call per 3 s, burst 1. Three calls from an idle bucket
+        // need 6 s of spacing, more than the 2 s a stage waits in place:
+        // granted (refusing would refuse for ever), the stage waits 6 s.
+        let now = 1_000_000;
+        let (tat, wait) = gcra_step(None, now, 20, 3, 2 * S).unwrap();
+        assert_eq!(wait, 6 * S);
+        assert_eq!(tat, now + 9_000);
+        // The next reservation waits for those calls, and beyond max_wait it
+        // is refused with when it may come back.
+        let t = gcra_step(Some(tat), now, 20, 3, 2 * S).unwrap_err();
+        assert_eq!(t.retry_in, 15 * S);
+        assert_eq!(gcra_step(Some(tat), now + 9_000, 20, 3, 2 * S).unwrap().1, 6 * S);
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl TokenCache {
         let slot = self.slot(creds.cache_key());
         let mut cached = slot.lock().await;
         if let Some(t) = cached.as_ref() {
-            let refused_this = refused.is_some_and(|r| r.expose() == t.token.expose());
+            let refused_this = refused.is_some_and(|r| r == &t.token);
             if !refused_this && Instant::now() < t.use_until {
                 return Ok(t.token.clone());
             }
@@ -149,9 +149,10 @@ fn refused(http_status: u16, message: String) -> SdpError {
 /// One refresh: the new access token and its lifetime.
 async fn refresh(http: &reqwest::Client, creds: &ZohoOAuth) -> Result<(Secret, Duration), SdpError> {
     let url = format!("{}/oauth/v2/token", creds.accounts_url.trim_end_matches('/'));
+    // Form body, not the query string: URLs end up in proxies' access logs.
     let resp = http
         .post(url)
-        .query(&[
+        .form(&[
             ("refresh_token", creds.refresh_token.expose()),
             ("client_id", creds.client_id.as_str()),
             ("client_secret", creds.client_secret.expose()),

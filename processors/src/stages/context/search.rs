@@ -61,7 +61,8 @@ pub async fn similar_tickets(
 /// resolution events from ServiceDesk Plus, so the resolution is the LLM's
 /// prose in the note Ticketflow posted (its summary, cause and steps,
 /// without the heading and the context sections), as plain text, cut to
-/// [`RESOLUTION_CHARS`]; a fallback note has none.
+/// [`RESOLUTION_CHARS`]; a fallback note has none; text that is not a
+/// Ticketflow note (a resolution from elsewhere) is kept whole.
 pub fn ticket_document(
     ticket_id: &str,
     subject: Option<&str>,
@@ -274,6 +275,17 @@ mod tests {
             "<p><b>Ticketflow context</b> (automatic summary unavailable: x)</p><p><b>Similar tickets</b></p>";
         let d = ticket_document("9", Some("VPN"), None, Some(fallback), "fallback");
         assert_eq!(d.extra, "", "a fallback note has no resolution");
+        let d = ticket_document(
+            "10",
+            Some("VPN"),
+            None,
+            Some("Re-issued the client certificate."),
+            "success",
+        );
+        assert_eq!(
+            d.extra, "Re-issued the client certificate.",
+            "a resolution from elsewhere is kept"
+        );
     }
 
     #[test]

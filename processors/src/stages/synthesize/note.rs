@@ -297,17 +297,27 @@ pub struct Provenance<'a> {
 
 /// How an LLM note begins.
 const LLM_HEADING: &str = "<p><b>Ticketflow summary</b></p>";
+/// How a fallback note begins.
+const FALLBACK_HEADING: &str = "<p><b>Ticketflow context</b>";
 /// Where the context sections begin.
 const CONTEXT_HEADING: &str = "<p><b>Similar tickets</b></p>";
 
-/// The LLM's prose in a note [`llm_note`] wrote (summary, likely cause,
-/// steps) without its heading and the context sections: what the similar-
-/// ticket search keeps as the ticket's resolution. `None` for a fallback
-/// note (it has no prose, only context) or any other text.
+/// What of a ticket's note the similar-ticket search keeps as the ticket's
+/// resolution: of a note [`llm_note`] wrote, the LLM's prose (summary,
+/// likely cause, steps) without the heading and the context sections;
+/// nothing of a fallback note (it holds only context, which would echo
+/// into every later note); any other text whole (a resolution written
+/// elsewhere).
 pub fn prose_of(note: &str) -> Option<&str> {
-    let rest = note.strip_prefix(LLM_HEADING)?;
-    let prose = rest[..rest.find(CONTEXT_HEADING).unwrap_or(rest.len())].trim();
-    (!prose.is_empty()).then_some(prose)
+    let text = if let Some(rest) = note.strip_prefix(LLM_HEADING) {
+        &rest[..rest.find(CONTEXT_HEADING).unwrap_or(rest.len())]
+    } else if note.starts_with(FALLBACK_HEADING) {
+        return None;
+    } else {
+        note
+    };
+    let text = text.trim();
+    (!text.is_empty()).then_some(text)
 }
 
 /// The note with the LLM's answer and the context sections.
@@ -434,6 +444,7 @@ mod tests {
         assert!(prose.starts_with("<p><b>Summary:</b> S</p>"), "{prose}");
         assert!(!prose.contains("Similar tickets") && !prose.contains("#100"), "{prose}");
         assert_eq!(prose_of(&fallback_note(&c, "LLM down")), None);
+        assert_eq!(prose_of(" Replaced the toner. "), Some("Replaced the toner."));
     }
 
     #[test]

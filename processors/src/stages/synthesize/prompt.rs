@@ -194,22 +194,46 @@ fn render(p: &Parts, description: &str, keep: [usize; 3], notes: &str) -> String
     } else {
         description
     };
-    USER.replace("{{ticket}}", p.header.trim_end())
-        .replace("{{description}}", description.trim_end())
-        .replace(
-            "{{similar_tickets}}",
-            &list(&p.similar[..keep[0]], p.similar.len(), "(none found)"),
-        )
-        .replace("{{kb_articles}}", &list(&p.kb[..keep[1]], p.kb.len(), "(none found)"))
-        .replace(
-            "{{assets}}",
-            &list(
-                &p.assets[..keep[2]],
-                p.assets.len(),
-                "(no IP address or host name mentioned)",
-            ),
-        )
-        .replace("{{notes}}", notes)
+    let similar = list(&p.similar[..keep[0]], p.similar.len(), "(none found)");
+    let kb = list(&p.kb[..keep[1]], p.kb.len(), "(none found)");
+    let assets = list(
+        &p.assets[..keep[2]],
+        p.assets.len(),
+        "(no IP address or host name mentioned)",
+    );
+    fill(
+        USER,
+        &[
+            ("ticket", p.header.trim_end()),
+            ("description", description.trim_end()),
+            ("similar_tickets", &similar),
+            ("kb_articles", &kb),
+            ("assets", &assets),
+            ("notes", notes),
+        ],
+    )
+}
+
+/// The template with each `{{name}}` replaced, in one pass over the
+/// template: text put in (a ticket's own words) is never searched for
+/// placeholders, so a description containing `{{notes}}` stays as written.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + values.iter().map(|(_, v)| v.len()).sum::<usize>());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start + 2..].find("}}") else {
+            break;
+        };
+        let name = &rest[start + 2..start + 2 + len];
+        out.push_str(&rest[..start]);
+        match values.iter().find(|(n, _)| *n == name) {
+            Some((_, v)) => out.push_str(v),
+            None => out.push_str(&rest[start..start + 4 + len]),
+        }
+        rest = &rest[start + 4 + len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn lines_bytes(lines: &[String]) -> usize {
@@ -350,5 +374,16 @@ mod tests {
         let p = build_prompt(&context(&"設定が消える".repeat(20_000), 1), 1500);
         assert!(p.estimated_tokens() <= 1500);
         assert!(p.user.contains("設定が消える"));
+    }
+
+    #[test]
+    fn placeholders_in_ticket_text_are_not_expanded() {
+        let t = "Ticket: {{ticket}}\nNotes: {{notes}}\n{{unknown}}";
+        let out = fill(t, &[("ticket", "asks for {{notes}} and {{ticket}}"), ("notes", "cut")]);
+        assert_eq!(
+            out,
+            "Ticket: asks for {{notes}} and {{ticket}}\nNotes: cut\n{{unknown}}"
+        );
+        assert_eq!(fill("no placeholders {{", &[]), "no placeholders {{");
     }
 }
