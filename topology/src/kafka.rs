@@ -296,6 +296,10 @@ pub struct TopicMismatch {
     pub what: String,
 }
 
+/// How long start-up keeps trying to create topics while the broker's
+/// transport fails (a broker that has just started).
+const CREATE_TOPICS_PATIENCE: Duration = Duration::from_secs(20);
+
 #[derive(Debug, Clone)]
 pub struct KafkaFactory {
     pub bootstrap: String,
@@ -442,13 +446,26 @@ impl KafkaFactory {
                 )
             })
             .collect();
-        let results = admin
-            .create_topics(
-                new.iter(),
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-            )
-            .await
-            .map_err(|e| format!("create topics: {e}"))?;
+        // A broker that has just started (or restarted on its old address)
+        // can drop the admin client's first connection: a transport-class
+        // failure is tried again for a while before start-up gives up.
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let give_up_at = std::time::Instant::now() + CREATE_TOPICS_PATIENCE;
+        let results = loop {
+            match admin.create_topics(new.iter(), &opts).await {
+                Ok(r) => break r,
+                Err(rdkafka::error::KafkaError::AdminOp(code))
+                    if matches!(
+                        code,
+                        RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown
+                    ) && std::time::Instant::now() < give_up_at =>
+                {
+                    tracing::warn!(error = %code, "creating topics: broker not reachable yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(format!("create topics: {e}")),
+            }
+        };
         let mut created = Vec::new();
         for r in results {
             match r {
